@@ -1,0 +1,42 @@
+"""prunebench: a declarative benchmark harness for DNN compression.
+
+Public API (everything a plugin author needs):
+
+- ``Method``, ``HardwareModel``, ``Task``: the plugin ABCs;
+- ``Target``, ``Structure``, ``Quantization``: what a method must reach;
+- ``Trainer``, ``OptimizerConfig``, ``Callback``, ``KeepMasked``, ``BudgetExceeded``;
+- ``CompressedModel``, ``LayerRecord``: the artifact hardware models score;
+- ``DatasetUnavailable``, ``NoConfig``.
+"""
+
+from .artifact import CompressedModel, LayerRecord
+from .interfaces import DatasetUnavailable, HardwareModel, Method, NoConfig, Task
+from .target import Quantization, Structure, Target
+from .trainer import BudgetExceeded, Callback, FitReport, KeepMasked, OptimizerConfig, Trainer
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("prunebench")
+except Exception:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BudgetExceeded",
+    "Callback",
+    "CompressedModel",
+    "DatasetUnavailable",
+    "FitReport",
+    "HardwareModel",
+    "KeepMasked",
+    "LayerRecord",
+    "Method",
+    "NoConfig",
+    "OptimizerConfig",
+    "Quantization",
+    "Structure",
+    "Target",
+    "Task",
+    "Trainer",
+    "__version__",
+]

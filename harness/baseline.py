@@ -1,0 +1,110 @@
+"""The dense baseline: trained once per (task, model, data, recipe, seed), cached.
+
+The cache key hashes the task name and config, the data fingerprint, the
+dense recipe and the seed.  Training happens under a file lock so parallel
+workers (pytest-xdist) train it once; the others wait and load it.  A suite
+may instead name a checkpoint, which is loaded and evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .checkpoint import load_state_dict, save_state_dict
+from .config import to_plain
+from .interfaces import Task
+from .trainer import Trainer
+
+__all__ = ["DenseBaseline", "dense_baseline", "default_cache_dir", "baseline_key"]
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("PRUNEBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "prunebench"
+
+
+@dataclass
+class DenseBaseline:
+    key: str
+    state: dict[str, torch.Tensor]
+    metrics: dict
+    source: str  # "trained", "cache" or "checkpoint"
+    train_time_s: float | None
+
+
+def baseline_key(task_name: str, task: Task, dense_plain: dict, seed: int) -> str:
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "task": task_name,
+            "task_version": task.version,
+            "config": to_plain(task.config),
+            "data": task.data_fingerprint(),
+            "dense": dense_plain,
+            "seed": seed,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def dense_baseline(
+    task_name: str,
+    task: Task,
+    dense,  # suite.DenseSpec
+    seed: int,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> DenseBaseline:
+    """Load the cached dense model for this config, or make it."""
+    dense_plain = to_plain(dense)
+    if dense.checkpoint:
+        _seed_all(seed)
+        model = task.build_model()
+        task.load_dense_checkpoint(model, dense.checkpoint)
+        metrics = task.evaluate(model)
+        key = baseline_key(task_name, task, dense_plain, 0)
+        return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "checkpoint", None)
+
+    key = baseline_key(task_name, task, dense_plain, seed)
+    root = (cache_dir or default_cache_dir()) / "dense"
+    root.mkdir(parents=True, exist_ok=True)
+    weights, meta = root / f"{key}.safetensors", root / f"{key}.json"
+    with FileLock(str(root / f"{key}.lock")):
+        if weights.is_file() and meta.is_file():
+            info = json.loads(meta.read_text())
+            return DenseBaseline(key, load_state_dict(weights), info["metrics"], "cache", info.get("train_time_s"))
+        _seed_all(seed)
+        model = task.build_model()
+        trainer = Trainer(task, model, optimizer=dense.optimizer, seed=seed, progress=progress, desc="dense")
+        start = time.perf_counter()
+        trainer.fit(dense.epochs)
+        elapsed = time.perf_counter() - start
+        metrics = task.evaluate(model)
+        save_state_dict(model.state_dict(), weights)
+        tmp = meta.with_name(meta.name + ".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"metrics": metrics, "train_time_s": elapsed, "dense": dense_plain, "seed": seed,
+                 "task": task_name, "config": to_plain(task.config)},
+                sort_keys=True, indent=1, default=str,
+            )
+        )
+        tmp.replace(meta)
+        return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained", elapsed)

@@ -1,0 +1,107 @@
+"""The ``prunebench`` command: list plugins, validate suites, regenerate leaderboards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_list(args) -> int:
+    from .registry import GROUPS, PluginError, Registry, hardware_models, methods, tasks
+
+    status = 0
+    for reg in (methods, hardware_models, tasks):
+        print(f"{reg.kind}s ({reg.group}):")
+        try:
+            infos = reg.infos()
+        except PluginError as err:
+            print(f"  error: {err}")
+            status = 1
+            continue
+        for info in infos:
+            line = f"  {info.name:<14} {info.distribution} {info.version}  ({info.value})"
+            try:
+                cls = reg.get(info.name)
+                line += f"  v{cls.version}"
+            except PluginError as err:
+                line += f"  BROKEN: {err}"
+                status = 1
+            print(line)
+    return status
+
+
+def _cmd_validate(args) -> int:
+    from .suite import SuiteError, load_suite
+
+    files = []
+    for p in args.paths:
+        p = Path(p)
+        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+    bad = 0
+    for f in files:
+        try:
+            suite = load_suite(f)
+            n = len(suite.points())
+            print(f"ok    {f}: {suite.suite} v{suite.version}, {n} run points")
+        except SuiteError as err:
+            bad += 1
+            print(f"error {err}")
+    return 1 if bad else 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from .leaderboard import write_leaderboards
+
+    written = write_leaderboards(Path(args.results), Path(args.out))
+    for path in written:
+        print(f"wrote {path}")
+    if args.print:
+        for path in written:
+            if path.suffix == ".md" and path.name != "README.md":
+                print()
+                print(path.read_text())
+    return 0
+
+
+def _cmd_fetch(args) -> int:
+    from .baseline import default_cache_dir
+    from .tasks.models import fetch_advertorch_lenet5
+
+    fetchers = {"advertorch-lenet5": fetch_advertorch_lenet5}
+    dest = Path(args.dest) if args.dest else default_cache_dir() / "weights"
+    path = fetchers[args.what](dest)
+    print(f"fetched {args.what}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prunebench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="installed methods, hardware models and tasks, with their distributions")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("validate", help="check suite files against the schema without running them")
+    p.add_argument("paths", nargs="+", help="suite files or directories")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("leaderboard", help="regenerate leaderboards/ from the results store")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.add_argument("--out", default="leaderboards", help="output directory (default: leaderboards)")
+    p.add_argument("--print", action="store_true", help="also print the suite pages")
+    p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("fetch", help="download pretrained weights a suite names (needs the package registry)")
+    p.add_argument("what", choices=["advertorch-lenet5"])
+    p.add_argument("--dest", default=None, help="directory (default: the prunebench cache's weights/)")
+    p.set_defaults(func=_cmd_fetch)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

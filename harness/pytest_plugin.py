@@ -1,0 +1,158 @@
+"""pytest plugin: every suites/**/*.yaml becomes one test item per run point.
+
+    pytest suites/ --method slr --seeds 0,1 --smoke
+
+Item ids read ``lenet5_fashion_mnist.yaml::equal_compression[magnitude-filter-16x-s0]``.
+An unmet ``expect`` fails the item with target vs achieved; missing data skips
+it with where the harness looked and how to get the data.  Every run is
+appended to the results store whatever its outcome.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from . import registry
+from .interfaces import DatasetUnavailable
+from .registry import PluginError
+from .suite import SuiteError, load_suite
+from .tracking import WANDB_MODES
+from .verify import VerificationError
+
+_CTX = pytest.StashKey()
+_RECORDS = pytest.StashKey()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("prunebench", "prunebench benchmark suites")
+    group.addoption("--method", action="append", default=[], dest="pb_methods", metavar="NAME",
+                    help="run only this compression method (repeatable); default: the suite's methods")
+    group.addoption("--smoke", action="store_true", dest="pb_smoke",
+                    help="use each suite's smoke settings (tiny data and budgets)")
+    group.addoption("--seeds", dest="pb_seeds", default=None, metavar="LIST",
+                    help="comma-separated seeds overriding the suites' seeds, e.g. 0,1,2")
+    group.addoption("--device", dest="pb_device", default="cpu", help="torch device (default: cpu)")
+    group.addoption("--data-root", dest="pb_data_root", default=None,
+                    help="directory searched first for datasets and weights")
+    group.addoption("--results", dest="pb_results", default="results",
+                    help="results store directory (default: results)")
+    group.addoption("--wandb", dest="pb_wandb", default="offline", choices=WANDB_MODES,
+                    help="wandb logging: offline (default, no network), online or off")
+
+
+def _seeds(config) -> list[int] | None:
+    text = config.getoption("pb_seeds")
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise pytest.UsageError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise pytest.UsageError(f"--seeds expects at least one integer, got {text!r}")
+    return seeds
+
+
+def pytest_configure(config):
+    for name in config.getoption("pb_methods") or []:
+        try:
+            registry.methods.get(name)
+        except PluginError as err:
+            raise pytest.UsageError(str(err)) from None
+    _seeds(config)
+    config.stash[_RECORDS] = []
+
+
+def _context(config):
+    if _CTX not in config.stash:
+        from .results import ResultStore
+        from .runner import RunContext
+        from .tracking import Tracker
+
+        results = Path(config.getoption("pb_results"))
+        config.stash[_CTX] = RunContext(
+            device=config.getoption("pb_device"),
+            data_root=config.getoption("pb_data_root"),
+            results=ResultStore(results),
+            tracker=Tracker(config.getoption("pb_wandb"), directory=results.parent if results.parent != Path("") else "."),
+            progress=False,
+        )
+    return config.stash[_CTX]
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix in (".yaml", ".yml") and "suites" in file_path.parts:
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SuiteFile(pytest.File):
+    def collect(self):
+        config = self.config
+        try:
+            suite = load_suite(self.path, smoke=config.getoption("pb_smoke"))
+        except SuiteError as err:
+            raise self.CollectError(str(err)) from None
+        methods = config.getoption("pb_methods") or None
+        for point in suite.points(methods, _seeds(config)):
+            yield SuiteItem.from_parent(self, name=f"{point.protocol}[{point.id}]", suite=suite, point=point)
+
+
+class ExpectationNotMet(AssertionError):
+    pass
+
+
+class SuiteItem(pytest.Item):
+    def __init__(self, *, suite, point, **kwargs):
+        super().__init__(**kwargs)
+        self.suite = suite
+        self.point = point
+
+    def runtest(self):
+        from .runner import Unsupported, run_point
+
+        ctx = _context(self.config)
+        try:
+            result = run_point(self.suite, self.point, ctx)
+        except DatasetUnavailable as err:
+            pytest.skip(str(err))
+        except Unsupported as err:
+            pytest.skip(str(err))
+        rec = result.record
+        self.user_properties.append(("achieved_rate", rec.get("achieved_rate")))
+        self.user_properties.append((rec["primary_metric"], rec["metrics"].get(rec["primary_metric"])))
+        self.config.stash[_RECORDS].append(rec)
+        if result.unmet:
+            raise ExpectationNotMet("\n".join(result.unmet))
+
+    def repr_failure(self, excinfo):
+        if excinfo.errisinstance(ExpectationNotMet):
+            return f"{self.name}: expectation not met\n  " + str(excinfo.value).replace("\n", "\n  ")
+        if excinfo.errisinstance(VerificationError):
+            return f"{self.name}: verification failed: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.suite.suite}::{self.name}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    records = config.stash.get(_RECORDS, [])
+    if not records:
+        return
+    tr = terminalreporter
+    tr.section("prunebench")
+    for rec in records:
+        metric = rec["primary_metric"]
+        extra = ""
+        if rec.get("search"):
+            found = rec["search"]["rate_found"]
+            extra = f" rate_found={'none' if found is None else f'{found:.3g}x'} runs={rec['search']['runs']}"
+        tr.write_line(
+            f"{rec['suite']}::{rec['protocol']}[{rec['point_id']}] {metric}={rec['metrics'][metric]:.2f} "
+            f"(dense {rec['dense_metrics'][metric]:.2f}) rate={rec['achieved_rate']:.3g}x{extra} [{rec['status']}]"
+        )
+    tr.write_line(f"{len(records)} records appended to {config.getoption('pb_results')}/; "
+                  "regenerate the leaderboards with `prunebench leaderboard`")

@@ -1,0 +1,292 @@
+"""Runs one point of a suite: dense baseline, method, quantizer, checks, scores.
+
+``run_point`` returns a result record (a plain dict, see ``results.py``) and
+appends it to the store, whether the point met its ``expect`` or not.  A run
+that raises (a method crash, a failed verification) is recorded with status
+``error`` before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import registry
+from .artifact import CompressedModel
+from .baseline import DenseBaseline, dense_baseline
+from .config import to_plain
+from .interfaces import Task
+from .protocols import SearchStep, search_max_rate
+from .quant import quantize_uniform_
+from .results import ResultStore, environment_info
+from .suite import RunPoint, Suite
+from .target import Quantization, Structure, Target
+from .trainer import Trainer
+from .verify import verify
+
+__all__ = ["RunContext", "Unsupported", "PointResult", "run_point", "get_task"]
+
+SCHEMA = 1
+
+
+class Unsupported(Exception):
+    """The method cannot produce what the point asks (e.g. a structure)."""
+
+
+@dataclass
+class RunContext:
+    device: str = "cpu"
+    data_root: str | None = None
+    results: ResultStore | None = None
+    cache_dir: Path | None = None
+    tracker: Any = None  # prunebench.tracking.Tracker or None
+    progress: bool = True
+    _tasks: dict = field(default_factory=dict)
+    _dense: dict = field(default_factory=dict)
+
+
+@dataclass
+class PointResult:
+    record: dict
+    #: unmet expectations, "target vs achieved" each
+    unmet: list[str]
+
+
+def get_task(suite: Suite, ctx: RunContext) -> Task:
+    """One prepared task per (suite, smoke, data_root, device) per process."""
+    key = (suite.path, suite.smoke_mode, ctx.data_root, ctx.device)
+    if key not in ctx._tasks:
+        cls = registry.tasks.get(suite.task_name)
+        task = cls(suite.task_config(), data_root=ctx.data_root, device=ctx.device)
+        task.prepare()  # raises DatasetUnavailable
+        ctx._tasks[key] = task
+    return ctx._tasks[key]
+
+
+def _dense(suite: Suite, task: Task, seed: int, ctx: RunContext) -> DenseBaseline:
+    key = (suite.path, suite.smoke_mode, ctx.data_root, ctx.device, seed)
+    if key not in ctx._dense:
+        ctx._dense[key] = dense_baseline(
+            suite.task_name, task, suite.dense, seed, cache_dir=ctx.cache_dir, progress=ctx.progress
+        )
+    return ctx._dense[key]
+
+
+def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext) -> dict:
+    """Compress the dense model to ``rate``; return metrics, figures and checks."""
+    method_cls = registry.methods.get(point.method)
+    method = method_cls(suite.method_config(point.method))
+    structure = Structure.parse(point.structure)
+    torch.manual_seed(point.seed)
+    model = task.build_model()
+    model.load_state_dict(dense.state)
+    layers = suite.layers.select(task.compressible_layers(model), structure.is_structured)
+    if not layers:
+        raise ValueError(f"{suite.path}: no compressible layer matches layers.include/exclude for {structure}")
+    quant = suite.quantization
+    target = Target(
+        layers=tuple(layers),
+        structure=structure,
+        rate=rate,
+        quantization=quant if method_cls.quantizes else None,
+    )
+    trainer = Trainer(
+        task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
+        seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x",
+    )
+    info = method.compress(model, target, trainer) or {}
+    metrics_before_q = None
+    if quant is not None and not method_cls.quantizes:
+        metrics_before_q = task.evaluate(model)
+        _standard_quantize(model, layers, quant)
+    check_target = Target(layers=target.layers, structure=structure, rate=rate, quantization=quant)
+    check = verify(model, check_target, method=point.method)
+    metrics = task.evaluate(model)
+    artifact = CompressedModel.from_model(
+        model, layers, task.example_input(), structure=str(structure),
+        weight_bits=quant.bits if quant is not None else None,
+        model_name=task.describe().get("model", ""),
+    )
+    hardware = {}
+    for name in suite.hardware:
+        hw = registry.hardware_models.get(name)(suite.hardware_config(name))
+        hardware[name] = hw.score(artifact)
+    return {
+        "target": {"rate": rate, "structure": str(structure),
+                   "quantization": to_plain(quant) if quant else None, "layers": list(layers)},
+        "metrics": metrics,
+        "metrics_before_quantization": metrics_before_q,
+        "achieved_rate": check.achieved_rate,
+        "nonzero_weights": check.nonzero_weights,
+        "total_weights": check.total_weights,
+        "levels_per_layer": dict(check.levels_per_layer),
+        "hardware": hardware,
+        "epochs_spent": trainer.epochs_spent,
+        "method_info": _jsonable(info),
+    }
+
+
+def _standard_quantize(model, layers, quant: Quantization) -> None:
+    if quant.scheme != "uniform":
+        raise ValueError(
+            f"the standard quantizer is uniform; quantization scheme {quant.scheme!r} needs a method that quantizes itself"
+        )
+    modules = dict(model.named_modules())
+    for name in layers:
+        quantize_uniform_(modules[name].weight.data, quant.bits)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist() if value.numel() <= 64 else f"<tensor {tuple(value.shape)}>"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _portable_path(path: str) -> str:
+    """The suite path relative to the working directory; never a machine path."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def _base_record(suite: Suite, task: Task, point: RunPoint) -> dict:
+    info = registry.methods.info(point.method)
+    method_cls = registry.methods.get(point.method)
+    env = environment_info()
+    desc = task.describe()
+    return {
+        "schema": SCHEMA,
+        "suite": suite.suite,
+        "suite_version": suite.version,
+        "suite_file": _portable_path(suite.path),
+        "smoke": suite.smoke_mode,
+        "reference": suite.reference,
+        "task": suite.task_name,
+        "model": desc.get("model"),
+        "dataset": desc.get("dataset"),
+        "protocol": point.protocol,
+        "point_id": point.id,
+        "method": {
+            "name": point.method,
+            "version": method_cls.version,
+            "distribution": info.distribution,
+            "distribution_version": info.version,
+            "config": to_plain(suite.method_config(point.method)),
+        },
+        "structure": point.structure,
+        "seed": point.seed,
+        "primary_metric": task.primary_metric,
+        "budget_epochs": suite.budget.epochs,
+        "git_commit": env.pop("git_commit", None),
+        "git_dirty": env.pop("git_dirty", None),
+        "versions": env,
+        "device": str(task.device),
+    }
+
+
+def run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
+    """Run ``point`` of ``suite``; always records, even on error."""
+    method_cls = registry.methods.get(point.method)  # unknown name: the registry's error
+    structure = Structure.parse(point.structure)
+    if structure.kind not in method_cls.structures:
+        raise Unsupported(
+            f"method {point.method!r} does not produce {structure} structure "
+            f"(it declares: {', '.join(method_cls.structures)})"
+        )
+    task = get_task(suite, ctx)
+    start = time.perf_counter()
+    record = _base_record(suite, task, point)
+    metric = task.primary_metric
+    try:
+        dense = _dense(suite, task, point.seed, ctx)
+        record["dense_metrics"] = dense.metrics
+        record["dense_source"] = dense.source
+        record["dense_key"] = dense.key
+        dense_value = dense.metrics[metric]
+        if point.protocol == "equal_compression":
+            outcome = _compress_once(suite, task, dense, point, point.rate, ctx)
+            record.update(outcome)
+            record["search"] = None
+        else:
+            spec = suite.protocols.equal_accuracy
+
+            def probe(rate: float) -> SearchStep:
+                out = _compress_once(suite, task, dense, point, rate, ctx)
+                value = out["metrics"][metric]
+                return SearchStep(rate, value, dense_value - value <= spec.tolerance + 1e-9, out)
+
+            result = search_max_rate(probe, spec.search.lo, spec.search.hi, spec.search.steps)
+            best = result.best
+            chosen = best if best is not None else result.trace[0]
+            record.update(chosen.payload)
+            record["search"] = {
+                "lo": spec.search.lo, "hi": spec.search.hi, "steps": spec.search.steps,
+                "tolerance": spec.tolerance, "runs": result.runs, "rate_found": result.rate_found,
+                "trace": [{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace],
+            }
+            record["epochs_spent_total"] = sum(s.payload["epochs_spent"] for s in result.trace)
+        record["accuracy_drop"] = dense_value - record["metrics"][metric]
+        unmet = _unmet(suite, point, record)
+        record["status"] = "failed" if unmet else "passed"
+        record["failure"] = "; ".join(unmet) or None
+    except Exception as err:
+        record["status"] = "error"
+        record["failure"] = f"{type(err).__name__}: {err}"
+        _finish(record, start, ctx)
+        raise
+    _finish(record, start, ctx)
+    return PointResult(record, unmet)
+
+
+def _finish(record: dict, start: float, ctx: RunContext) -> None:
+    record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    record["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if ctx.results is not None:
+        ctx.results.append(record)
+    if ctx.tracker is not None:
+        ctx.tracker.log_record(record)
+
+
+def _unmet(suite: Suite, point: RunPoint, record: dict) -> list[str]:
+    metric = record["primary_metric"]
+    out = []
+    if point.protocol == "equal_compression":
+        exp = suite.protocols.equal_compression.expect
+        if exp.methods is not None and point.method not in exp.methods:
+            return out
+        drop = record["accuracy_drop"]
+        if exp.max_accuracy_drop is not None and drop > exp.max_accuracy_drop:
+            out.append(
+                f"{metric} drop: target <= {exp.max_accuracy_drop:g} points, achieved {drop:.2f} "
+                f"(dense {record['dense_metrics'][metric]:.2f}, compressed {record['metrics'][metric]:.2f} "
+                f"at {record['achieved_rate']:.3g}x)"
+            )
+        value = record["metrics"][metric]
+        if exp.min_accuracy is not None and value < exp.min_accuracy:
+            out.append(f"{metric}: target >= {exp.min_accuracy:g}, achieved {value:.2f}")
+    else:
+        exp = suite.protocols.equal_accuracy.expect
+        if exp.methods is not None and point.method not in exp.methods:
+            return out
+        found = record["search"]["rate_found"]
+        if exp.min_rate is not None and (found is None or found < exp.min_rate):
+            shown = "no rate in the search range" if found is None else f"{found:.3g}x"
+            out.append(
+                f"rate within {record['search']['tolerance']:g} points: target >= {exp.min_rate:g}x, "
+                f"achieved {shown} after {record['search']['runs']} runs"
+            )
+    return out

@@ -1,0 +1,152 @@
+"""What a method is asked to reach: sparsity, structure and quantization."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+__all__ = ["Structure", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES"]
+
+# Structure kinds the harness can verify.  Parametrised kinds carry their
+# argument after a colon: block:RxC, pe:N, n:m written as "2:4".
+STRUCTURE_KINDS = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
+QUANT_SCHEMES = ("uniform", "pow2", "ternary", "binary", "levels")
+
+_BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
+_PE = re.compile(r"^pe:(\d+)$")
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A pruning granularity, parsed from its suite spelling.
+
+    ``unstructured``, ``filter`` (whole output channel / row), ``channel``
+    (whole input channel), ``column`` (one (c, kh, kw) position in every filter),
+    ``kernel`` (one kh x kw kernel), ``pattern``, ``block:RxC``, ``pe:N`` and
+    N:M such as ``2:4``.
+    """
+
+    kind: str
+    params: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Structure":
+        if not isinstance(text, str):
+            raise ValueError(f"structure must be a string, got {text!r}")
+        text = text.strip()
+        if text in ("unstructured", "filter", "channel", "column", "kernel", "pattern"):
+            return cls(text)
+        if m := _BLOCK.match(text):
+            return cls("block", (int(m[1]), int(m[2])))
+        if m := _PE.match(text):
+            return cls("pe", (int(m[1]),))
+        if m := _NM.match(text):
+            n, m_ = int(m[1]), int(m[2])
+            if not 0 < n <= m_:
+                raise ValueError(f"N:M structure needs 0 < N <= M, got {text!r}")
+            return cls("nm", (n, m_))
+        raise ValueError(
+            f"unknown structure {text!r}; expected one of unstructured, filter, channel, column, "
+            "kernel, pattern, block:RxC, pe:N, N:M"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "block":
+            return f"block:{self.params[0]}x{self.params[1]}"
+        if self.kind == "pe":
+            return f"pe:{self.params[0]}"
+        if self.kind == "nm":
+            return f"{self.params[0]}:{self.params[1]}"
+        return self.kind
+
+    @property
+    def is_structured(self) -> bool:
+        return self.kind != "unstructured"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Weight quantization: ``bits`` per stored weight and the level scheme.
+
+    Zero is always reserved for pruned weights, so a ``uniform`` k-bit layer has
+    at most 2^k - 1 distinct values (levels +-q .. +-(2^(k-1) - 1) q and 0).
+    ``levels`` lists an explicit level set (e.g. memristor conductances).
+    """
+
+    bits: int
+    scheme: str = "uniform"
+    levels: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.scheme not in QUANT_SCHEMES:
+            raise ValueError(f"quantization scheme must be one of {', '.join(QUANT_SCHEMES)}, got {self.scheme!r}")
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
+            raise ValueError(f"quantization bits must be an integer in 1..32, got {self.bits!r}")
+        if self.scheme == "levels" and not self.levels:
+            raise ValueError("quantization scheme 'levels' needs a non-empty 'levels' list")
+
+    @property
+    def max_levels(self) -> int:
+        """Most distinct values (zero included) a layer may hold."""
+        if self.scheme == "levels":
+            return len(set(self.levels or ())) + 1
+        return 2**self.bits
+
+
+@dataclass(frozen=True)
+class Target:
+    """The compression a method must reach on the suite's compressible layers.
+
+    ``rate`` is the compression rate over those layers, total weights divided
+    by nonzero weights (4.0 keeps a quarter).  Alternatively
+    ``layer_sparsity`` fixes the pruned fraction per layer.  ``quantization``
+    of None means the method need not quantize (the harness's standard
+    quantizer runs after it, when the suite asks for one).
+    """
+
+    layers: tuple[str, ...]
+    structure: Structure = field(default_factory=lambda: Structure("unstructured"))
+    rate: float | None = None
+    layer_sparsity: Mapping[str, float] | None = None
+    quantization: Quantization | None = None
+
+    def __post_init__(self):
+        if (self.rate is None) == (self.layer_sparsity is None):
+            raise ValueError("a Target needs exactly one of rate and layer_sparsity")
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate >= 1.0):
+            raise ValueError(f"rate must be a finite number >= 1, got {self.rate!r}")
+        if self.layer_sparsity is not None:
+            for name, s in self.layer_sparsity.items():
+                if name not in self.layers:
+                    raise ValueError(f"layer_sparsity names {name!r}, which is not a compressible layer")
+                if not 0.0 <= s < 1.0:
+                    raise ValueError(f"layer_sparsity[{name!r}] must be in [0, 1), got {s!r}")
+        if not self.layers:
+            raise ValueError("a Target needs at least one compressible layer")
+
+    @property
+    def sparsity(self) -> float | None:
+        """Overall pruned fraction implied by ``rate`` (None for per-layer targets)."""
+        return None if self.rate is None else 1.0 - 1.0 / self.rate
+
+    def keep_budget(self, layer_sizes: Mapping[str, int]) -> int:
+        """Most nonzero weights allowed over the compressible layers."""
+        total = sum(layer_sizes[n] for n in self.layers)
+        if self.rate is not None:
+            # floor with a little slack for float error in total/rate
+            return int(math.floor(total / self.rate + 1e-9))
+        assert self.layer_sparsity is not None
+        return sum(
+            layer_sizes[n] - int(math.ceil(self.layer_sparsity.get(n, 0.0) * layer_sizes[n] - 1e-9))
+            for n in self.layers
+        )
+
+    def describe(self) -> str:
+        parts = [str(self.structure)]
+        parts.append(f"{self.rate:g}x" if self.rate is not None else "per-layer")
+        if self.quantization:
+            parts.append(f"{self.quantization.bits}bit-{self.quantization.scheme}")
+        return " ".join(parts)

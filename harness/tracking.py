@@ -1,0 +1,86 @@
+"""wandb logging: one wandb run per benchmark run, grouped by suite.
+
+``offline`` (the default) writes runs under ``<dir>/wandb`` and needs no
+network; ``wandb sync`` uploads them later.  ``off`` logs nothing.  The API
+key is never read, logged or stored here; wandb reads it itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "WANDB_MODES"]
+
+WANDB_MODES = ("offline", "online", "off")
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = value
+
+
+class Tracker:
+    def __init__(self, mode: str = "offline", directory: str | Path = ".", project: str = "prunebench"):
+        if mode not in WANDB_MODES:
+            raise ValueError(f"wandb mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.directory = Path(directory)
+        self.project = project
+        self._wandb = None
+        if mode != "off":
+            try:
+                import wandb
+            except ImportError:
+                warnings.warn(
+                    "wandb is not installed, so runs are not logged to wandb "
+                    "(pip install 'prunebench[tracking]', or pass --wandb off)",
+                    stacklevel=2,
+                )
+                self.mode = "off"
+            else:
+                self._wandb = wandb
+
+    def log_record(self, record: dict) -> str | None:
+        """Log one result record as its own wandb run; returns the run's directory."""
+        if self.mode == "off" or self._wandb is None:
+            return None
+        wandb = self._wandb
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            k: record.get(k)
+            for k in ("suite", "suite_version", "task", "model", "dataset", "protocol", "structure", "seed",
+                      "target", "method", "budget_epochs", "git_commit", "versions")
+        }
+        run = wandb.init(
+            project=self.project,
+            group=record.get("suite"),
+            job_type=record.get("protocol"),
+            name=f"{record.get('suite')}::{record.get('protocol')}[{record.get('point_id')}]",
+            config=config,
+            mode=self.mode,
+            dir=str(self.directory),
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        summary: dict = {}
+        for key in ("metrics", "dense_metrics", "hardware", "search"):
+            _flatten(key, record.get(key) or {}, summary)
+        for key in ("accuracy_drop", "achieved_rate", "epochs_spent", "wall_time_s"):
+            if isinstance(record.get(key), (int, float)):
+                summary[key] = record[key]
+        summary["status"] = record.get("status")
+        run.log({k: v for k, v in summary.items() if not k.startswith("hardware/") or "/layer." not in k})
+        trace = (record.get("search") or {}).get("trace") or []
+        if trace:
+            metric = record.get("primary_metric", "top1")
+            table = wandb.Table(columns=["rate", metric, "within"],
+                                data=[[t["rate"], t.get(metric), t["within"]] for t in trace])
+            run.log({"search_trace": table})
+        run_dir = str(Path(run.dir).parent)
+        run.finish(exit_code=0 if record.get("status") != "error" else 1)
+        return run_dir

@@ -1,0 +1,213 @@
+"""The task's training loop, handed to methods, with an epoch budget.
+
+``Trainer.fit(epochs, penalty=..., callbacks=...)`` runs SGD on
+``task.loss + penalty(model)``.  Every epoch spent is counted; asking for more
+than the budget left raises :class:`BudgetExceeded` before any step is taken.
+Fractional epochs are allowed (rounded to whole steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .interfaces import Task
+
+__all__ = ["OptimizerConfig", "Trainer", "Callback", "KeepMasked", "BudgetExceeded", "FitReport"]
+
+
+class BudgetExceeded(RuntimeError):
+    """A method asked for more training than the suite's budget allows."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD settings for one ``fit`` call.  ``schedule`` is over that call's steps."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+
+
+class Callback:
+    """Hooks into ``Trainer.fit``; override what you need."""
+
+    def after_backward(self, trainer: "Trainer") -> None:
+        """Gradients are ready, the optimizer has not stepped."""
+
+    def after_step(self, trainer: "Trainer") -> None:
+        """The optimizer has stepped."""
+
+    def after_epoch(self, trainer: "Trainer", epoch: int, mean_loss: float) -> None:
+        """An epoch (or the final partial epoch) of this fit call ended."""
+
+
+class KeepMasked(Callback):
+    """Masked training: pruned weights get no gradient and stay exactly zero."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]):
+        self.masks = dict(masks)
+        self._params: dict[str, nn.Parameter] | None = None
+
+    def _bind(self, trainer: "Trainer") -> dict[str, nn.Parameter]:
+        if self._params is None:
+            modules = dict(trainer.model.named_modules())
+            self._params = {n: modules[n].weight for n in self.masks}
+            self.masks = {n: m.to(self._params[n].device, self._params[n].dtype) for n, m in self.masks.items()}
+        return self._params
+
+    def after_backward(self, trainer):
+        for name, p in self._bind(trainer).items():
+            if p.grad is not None:
+                p.grad.mul_(self.masks[name])
+
+    def after_step(self, trainer):
+        with torch.no_grad():
+            for name, p in self._bind(trainer).items():
+                p.mul_(self.masks[name])
+
+
+@dataclass
+class FitReport:
+    epochs: float
+    steps: int
+    epoch_losses: list[float]
+
+
+class Trainer:
+    """Runs SGD for a task on one model; counts and enforces the epoch budget.
+
+    ``budget_epochs=None`` means unlimited (used for the dense baseline).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        model: nn.Module,
+        *,
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        budget_epochs: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        desc: str = "train",
+    ):
+        if budget_epochs is not None and budget_epochs < 0:
+            raise ValueError(f"budget_epochs must be >= 0, got {budget_epochs!r}")
+        self.task = task
+        self.model = model
+        self.optimizer_config = optimizer
+        self.budget_epochs = budget_epochs
+        self.epochs_spent = 0.0
+        self.steps_taken = 0
+        self.progress = progress
+        self.desc = desc
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def epochs_left(self) -> float:
+        return math.inf if self.budget_epochs is None else max(0.0, self.budget_epochs - self.epochs_spent)
+
+    def fit(
+        self,
+        epochs: float,
+        *,
+        penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
+        lr: float | None = None,
+        params: Iterable[nn.Parameter] | None = None,
+    ) -> FitReport:
+        """Train for ``epochs`` (may be fractional) with a fresh SGD optimizer.
+
+        ``penalty(model)`` is added to the task loss each step (e.g. ADMM's
+        rho/2 ||W - Z + U||^2).  ``lr`` overrides the configured rate;
+        ``params`` restricts which parameters are optimised (default: all).
+        """
+        if not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
+            raise ValueError(f"epochs must be a positive number, got {epochs!r}")
+        if epochs > self.epochs_left + 1e-9:
+            raise BudgetExceeded(
+                f"asked for {epochs:g} epochs with {self.epochs_left:g} of the "
+                f"{self.budget_epochs:g}-epoch budget left"
+            )
+        per_epoch = self.task.steps_per_epoch()
+        total_steps = max(1, round(epochs * per_epoch))
+        if self.budget_epochs is not None:  # rounding to whole steps must not overspend
+            total_steps = min(total_steps, max(1, math.floor(self.epochs_left * per_epoch + 1e-6)))
+        cfg = self.optimizer_config
+        opt = torch.optim.SGD(
+            list(params) if params is not None else [p for p in self.model.parameters() if p.requires_grad],
+            lr=lr if lr is not None else cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+        )
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+            if cfg.schedule == "cosine"
+            else None
+        )
+        bar = _progress(total_steps, f"{self.desc} ({epochs:g} ep)", self.progress)
+        self.model.train()
+        losses: list[float] = []
+        step = 0
+        epoch = 0
+        while step < total_steps:
+            running, count = torch.zeros((), device=self.task.device), 0
+            for batch in self.task.train_batches(self.generator):
+                loss = self.task.loss(self.model, batch)
+                if penalty is not None:
+                    loss = loss + penalty(self.model)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for cb in callbacks:
+                    cb.after_backward(self)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                for cb in callbacks:
+                    cb.after_step(self)
+                running += loss.detach()
+                count += 1
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if step >= total_steps:
+                    break
+            mean_loss = float(running) / max(count, 1)
+            losses.append(mean_loss)
+            for cb in callbacks:
+                cb.after_epoch(self, epoch, mean_loss)
+            epoch += 1
+        if bar is not None:
+            bar.close()
+        spent = total_steps / per_epoch
+        self.epochs_spent += spent
+        self.steps_taken += total_steps
+        return FitReport(epochs=spent, steps=total_steps, epoch_losses=losses)
+
+    def evaluate(self) -> dict:
+        """The task's metrics for the current model (does not spend budget)."""
+        return self.task.evaluate(self.model)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency; stay quiet if it is missing
+        return None
+    # disable=None: shown on a terminal, silent in logs and CI
+    return tqdm(total=total, desc=desc, leave=False, disable=None)

@@ -1,0 +1,63 @@
+"""Magnitude pruning: keep the largest weights (or groups), then fine-tune.
+
+One-shot pruning by |w| (unstructured) or by group L2 norm (filter, channel,
+column, kernel), with ``global`` allocation (one ranking over all compressible
+layers) or ``uniform`` allocation (the same fraction in every layer),
+followed by masked fine-tuning for the whole budget.  The baseline every
+pruning paper compares against (Han et al., arXiv 1506.02626).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunebench import KeepMasked, Method
+from prunebench.projections import magnitude_masks
+
+__all__ = ["MagnitudePruning", "MagnitudeConfig", "prune_and_finetune"]
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig:
+    allocation: str = "global"
+    #: fraction of the budget spent fine-tuning after pruning (the rest is unused)
+    finetune_fraction: float = 1.0
+
+    def __post_init__(self):
+        if self.allocation not in ("global", "uniform"):
+            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
+        if not 0.0 <= self.finetune_fraction <= 1.0:
+            raise ValueError(f"finetune_fraction must be in [0, 1], got {self.finetune_fraction!r}")
+
+
+def prune_and_finetune(model, target, trainer, masks: dict[str, torch.Tensor], finetune_fraction: float) -> dict:
+    """Apply ``masks`` to the target layers, then masked fine-tuning."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+    epochs = trainer.epochs_left * finetune_fraction
+    report = None
+    if epochs > 0:
+        report = trainer.fit(epochs, callbacks=[KeepMasked(masks)])
+    return {"finetune_epochs": 0.0 if report is None else report.epochs,
+            "finetune_losses": [] if report is None else report.epoch_losses}
+
+
+class MagnitudePruning(Method):
+    """Prune the smallest weights or groups by magnitude, then fine-tune masked."""
+
+    Config = MagnitudeConfig
+    version = "1"
+    structures = ("unstructured", "filter", "channel", "column", "kernel")
+
+    def compress(self, model, target, trainer):
+        modules = dict(model.named_modules())
+        weights = {n: modules[n].weight.detach() for n in target.layers}
+        sizes = {n: w.numel() for n, w in weights.items()}
+        masks = magnitude_masks(
+            weights, target.structure.kind, target.keep_budget(sizes), allocation=self.config.allocation
+        )
+        return prune_and_finetune(model, target, trainer, masks, self.config.finetune_fraction)

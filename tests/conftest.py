@@ -1,0 +1,46 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def make_dist(root: Path, name: str, entry_points: dict[str, dict[str, str]], version: str = "1.0") -> Path:
+    """Write a minimal installed distribution (dist-info) under ``root``."""
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in eps.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return info
+
+
+@pytest.fixture
+def fake_dists(tmp_path, monkeypatch):
+    """Factory adding fake distributions to sys.path for this test only."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+
+    def add(name, entry_points, version="1.0", module_source: dict[str, str] | None = None):
+        for mod, src in (module_source or {}).items():
+            (root / f"{mod}.py").write_text(src)
+        return make_dist(root, name, entry_points, version)
+
+    yield add
+    for mod in list(sys.modules):
+        if mod.startswith("fakeplug_"):
+            del sys.modules[mod]
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(cache))
+    return cache

@@ -1,0 +1,253 @@
+"""Leaderboards from a synthetic results store of hand-built records."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from prunebench.leaderboard import GENERATED_MARKER, mean_ci, render, t_975, write_leaderboards
+from prunebench.results import ResultStore
+
+SUITE = "lenet5-fashion-mnist"
+DENSE_BITS = 431080 * 32
+
+
+def make_record(
+    *,
+    suite=SUITE,
+    method="magnitude",
+    protocol="equal_compression",
+    structure="filter",
+    rate=16.0,
+    seed=0,
+    top1=91.0,
+    dense=92.0,
+    status="passed",
+    failure=None,
+    smoke=False,
+    suite_version=1,
+    created="2026-11-22T13:00:00Z",
+    rate_found=None,
+    quant=None,
+    hardware=True,
+    commit="abcdef0123456789abcdef0123456789abcdef01",
+) -> dict:
+    error = status == "error"
+    rec = {
+        "schema": 1,
+        "suite": suite,
+        "suite_version": suite_version,
+        "suite_file": "suites/classification/lenet5_fashion_mnist.yaml",
+        "smoke": smoke,
+        "task": "classification",
+        "model": "lenet5_caffe",
+        "dataset": "fashion-mnist",
+        "reference": "ADMM-NN arXiv:1812.11677",
+        "protocol": protocol,
+        "point_id": f"{method}-{structure}-{rate if rate else 'acc'}x-s{seed}",
+        "method": {"name": method, "version": "1", "distribution": "prunebench", "distribution_version": "0.1.0",
+                   "config": {}},
+        "structure": structure,
+        "seed": seed,
+        "target": {"rate": rate if protocol == "equal_compression" else None, "structure": structure,
+                   "quantization": quant, "layers": []},
+        "status": status,
+        "failure": failure,
+        "primary_metric": "top1",
+        "metrics": None if error else {"top1": top1, "top5": 99.0},
+        "dense_metrics": {"top1": dense, "top5": 99.5},
+        "accuracy_drop": None if error else dense - top1,
+        "achieved_rate": None if error else (rate or rate_found or 1.0) * 1.001,
+        "search": None,
+        "hardware": None,
+        "epochs_spent": 1.0,
+        "budget_epochs": 1.0,
+        "wall_time_s": 12.3 + seed,
+        "git_commit": commit,
+        "git_dirty": False,
+        "versions": {"prunebench": "0.1.0", "torch": "2.4.0"},
+        "device": "cpu",
+        "created": created,
+    }
+    if protocol == "equal_accuracy":
+        rec["search"] = {"lo": 2, "hi": 512, "tolerance": 0.5, "runs": 7, "rate_found": rate_found,
+                         "trace": [{"rate": 2, "top1": top1, "within": True}]}
+    if hardware and not error:
+        r = rec["achieved_rate"]
+        rec["hardware"] = {
+            "storage": {"fp32_dense_bits": DENSE_BITS, "stored_bits": DENSE_BITS / (r * 0.8),
+                        "compression_data_only_x": r, "compression_with_index_x": r * 0.8},
+            "compute": {"dense_macs": 2_300_000, "remaining_macs": 2_300_000 / r, "mac_reduction_x": r},
+        }
+    return rec
+
+
+def synthetic_store() -> list[dict]:
+    recs = []
+    # magnitude at 16x over 3 seeds: top1 90, 91, 92 -> 91.00 ± 2.48; dense 92 for every seed
+    for seed, top1 in enumerate((90.0, 91.0, 92.0)):
+        recs.append(make_record(seed=seed, top1=top1, status="passed" if top1 >= 91 else "failed",
+                                failure=None if top1 >= 91 else "top1 drop: target <= 1 points"))
+    # random at 16x: a single seed
+    recs.append(make_record(method="random", seed=0, top1=80.0, status="failed", failure="drop too big"))
+    # magnitude at 4x, 2 seeds, unstructured, no hardware modelled
+    recs.append(make_record(structure="unstructured", rate=4.0, seed=0, top1=91.5, hardware=False))
+    recs.append(make_record(structure="unstructured", rate=4.0, seed=1, top1=91.7, hardware=False))
+    # an error record
+    recs.append(make_record(method="random", rate=32.0, seed=1, status="error",
+                            failure="VerificationError: layer conv1 has 10 nonzeros, expected 8\nTraceback..."))
+    # equal accuracy: two seeds found a rate, one did not
+    for seed, found in enumerate((36.0, 38.0, None)):
+        recs.append(make_record(protocol="equal_accuracy", structure="unstructured", rate=None, seed=seed,
+                                top1=91.6, rate_found=found, status="passed" if found else "failed"))
+    # a smoke record and a second suite
+    recs.append(make_record(smoke=True, top1=50.0, created="2026-11-23T10:00:00Z"))
+    recs.append(make_record(suite="vgg16-cifar10", seed=0, top1=93.0, dense=93.5,
+                            commit="1234567890abcdef1234567890abcdef12345678"))
+    return recs
+
+
+def test_t_table_and_mean_ci():
+    assert t_975(1) == 12.706 and t_975(2) == 4.303 and t_975(30) == 2.042 and t_975(31) == 1.96
+    stat = mean_ci([92.0, 90.0, 91.0])
+    assert stat.n == 3 and stat.mean == pytest.approx(91.0)
+    assert stat.half == pytest.approx(4.303 / 3**0.5)  # s = 1
+    assert f"{stat.half:.2f}" == "2.48"
+    assert mean_ci([5.0]).half is None and mean_ci([]) is None
+
+
+def test_suite_page_tables():
+    out = render(synthetic_store())
+    page = out[f"{SUITE}.md"]
+    assert page.startswith(GENERATED_MARKER + "\n")
+    assert "# lenet5-fashion-mnist" in page
+    assert "- Suite version: 1" in page and "ADMM-NN arXiv:1812.11677" in page and "lenet5_caffe" in page
+    assert "**Dense baseline top1: 92.00 ± 0.00** (n=3 seeds)" in page
+
+    rows = {line.split(" | ")[0] + " | " + line.split(" | ")[1]: line for line in page.splitlines()
+            if line.startswith("| magnitude") or line.startswith("| random")}
+    mag16 = rows["| magnitude v1 | 16×"]
+    # hand-computed: mean 91.00, s = 1, t(2) = 4.303 -> half-width 2.48; Δ = top1 - dense
+    assert "| 91.00 ± 2.48 |" in mag16
+    assert "| -1.00 ± 2.48 |" in mag16
+    assert "| 16.0× | " in mag16  # mean achieved rate
+    assert "| 12.8× | 16.0× |" in mag16  # storage incl. index, data only
+    assert "| 6.24% |" in mag16  # MACs left = 1 / 16.016
+    assert mag16.endswith("| 3 | 1 | 2/3 met expect |")
+    rand16 = rows["| random v1 | 16×"]
+    assert "| 80.00 (n=1) |" in rand16 and "0/1 met expect" in rand16
+    # sorted by rate, then metric descending: magnitude 16x before random 16x
+    assert page.index("| magnitude v1 | 16×") < page.index("| random v1 | 16×")
+    # no hardware model: dashes
+    mag4 = rows["| magnitude v1 | 4×"]
+    assert "| 91.60 ± 1.27 |" in mag4  # 91.5, 91.7: s = 0.1414, t(1) = 12.706
+    assert "| — | — | — |" in mag4
+    # errors are counted where they belong and listed
+    assert "| random v1 | 32× | — | — | — | — | — | — | 0 | — | 1 error |" in page
+    assert "## Errors" in page
+    assert "| random v1 | 1 | `random-filter-32.0x-s1`: VerificationError: layer conv1 has 10 nonzeros" in page
+    assert "Traceback" not in page
+
+    # equal accuracy: rate found over the 2 seeds that found one
+    assert "## Equal accuracy · unstructured" in page
+    assert "Search: highest rate in [2×, 512×] within 0.5 pts of dense." in page
+    ea = rows["| magnitude v1 | 37.0 ± 12.7"]  # 36, 38: s = 1.414, t(1) = 12.706
+    assert "| 91.60 ± 0.00 |" in ea and "| 7 | 3 |" in ea and "1/3 seeds found no rate" in ea
+
+    # a table per protocol and structure, equal compression first
+    assert page.index("## Equal compression · filter") < page.index("## Equal compression · unstructured")
+    assert page.index("## Equal compression · unstructured") < page.index("## Equal accuracy · unstructured")
+    assert f"![Pareto plot: top1 vs stored bits incl. index]({SUITE}-pareto.png)" in page
+    assert out[f"{SUITE}-pareto.png"].startswith(b"\x89PNG")
+    assert "from 10 records" in page and "`abcdef012345`" in page and "prunebench versions: 0.1.0." in page
+    # nothing run-specific
+    assert "2026-11-22" not in page and "12.3" not in page
+
+
+def test_index_and_smoke_pages():
+    out = render(synthetic_store())
+    assert set(out) == {
+        "README.md",
+        f"{SUITE}.md", f"{SUITE}-pareto.png",
+        f"{SUITE}-smoke.md", f"{SUITE}-smoke-pareto.png",
+        "vgg16-cifar10.md", "vgg16-cifar10-pareto.png",
+    }
+    index = out["README.md"]
+    assert "## Suites" in index and "## Smoke runs" in index and "-smoke.md" in index
+    suites_part, smoke_part = index.split("## Smoke runs")
+    assert (f"| {SUITE} | 1 | classification | lenet5_caffe | fashion-mnist | 10 | magnitude v1, random v1 "
+            f"| [{SUITE}.md]({SUITE}.md) |") in suites_part
+    assert "[vgg16-cifar10.md](vgg16-cifar10.md)" in suites_part
+    assert f"[{SUITE}-smoke.md]({SUITE}-smoke.md)" in smoke_part and f"({SUITE}-smoke.md)" not in suites_part
+    # the smoke record stays off the main page
+    assert "50.00" not in out[f"{SUITE}.md"]
+    smoke = out[f"{SUITE}-smoke.md"]
+    assert "(smoke runs)" in smoke and "50.00 (n=1)" in smoke
+    assert "from 12 records" in index and "`1234567890ab`" in index
+
+
+def test_deterministic_under_shuffle():
+    recs = synthetic_store()
+    first = render(recs)
+    again = render(copy.deepcopy(recs))
+    shuffled = copy.deepcopy(recs)
+    random.Random(7).shuffle(shuffled)
+    third = render(shuffled)
+    assert first == again == third  # PNGs included
+
+
+def test_reruns_and_old_versions_are_noted_not_mixed():
+    recs = [
+        make_record(seed=0, top1=50.0, created="2026-11-01T00:00:00Z"),  # superseded re-run
+        make_record(seed=0, top1=91.0, created="2026-11-02T00:00:00Z"),
+        make_record(seed=1, top1=70.0, suite_version=0),  # older suite version
+    ]
+    page = render(recs)[f"{SUITE}.md"]
+    assert "| 91.00 (n=1) |" in page and "50.00" not in page and "70.00" not in page
+    assert "1 record from older suite versions not shown" in page
+    assert "1 record superseded by a later run" in page
+
+
+def test_missing_hardware_and_no_plot():
+    page = render([make_record(hardware=False)])
+    assert f"{SUITE}-pareto.png" not in page
+    text = page[f"{SUITE}.md"]
+    assert "Pareto" not in text and "| 16× | 16.0× | 91.00 (n=1) | -1.00 (n=1) | — | — | — |" in text
+
+
+def test_empty_store():
+    out = render([])
+    assert list(out) == ["README.md"] and "No results yet." in out["README.md"]
+
+
+def test_write_leaderboards_writes_and_removes_stale(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for rec in synthetic_store():
+        store.append(rec)
+    out_dir = tmp_path / "leaderboards"
+    paths = write_leaderboards(store.root, out_dir)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(render(store.records()))
+    assert all(p.is_file() for p in paths)
+    md = {p.name: p.read_bytes() for p in paths if p.suffix == ".md"}
+
+    # a stale generated page and plot, and a hand-written note that must survive
+    (out_dir / "old-suite.md").write_text(GENERATED_MARKER + "\n# old\n")
+    (out_dir / "old-suite-pareto.png").write_bytes(b"\x89PNG")
+    (out_dir / "NOTES.md").write_text("# hand-written\n")
+    assert write_leaderboards(store.root, out_dir) == paths
+    assert not (out_dir / "old-suite.md").exists() and not (out_dir / "old-suite-pareto.png").exists()
+    assert (out_dir / "NOTES.md").exists()
+    assert {p.name: p.read_bytes() for p in paths if p.suffix == ".md"} == md
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+
+    # the directory follows the store: rebuild it without the second suite
+    store2 = ResultStore(tmp_path / "results2")
+    for rec in synthetic_store():
+        if rec["suite"] == SUITE:
+            store2.append(rec)
+    write_leaderboards(store2.root, out_dir)
+    assert not (out_dir / "vgg16-cifar10.md").exists() and not (out_dir / "vgg16-cifar10-pareto.png").exists()
+    assert (out_dir / f"{SUITE}.md").read_bytes() == md[f"{SUITE}.md"]

@@ -1,0 +1,43 @@
+import math
+
+import pytest
+
+from prunebench.protocols import SearchStep, search_max_rate
+
+
+def curve_run(dense=90.0, slope=2.0, tol=5.0, calls=None):
+    """Accuracy falls by ``slope`` points per doubling of the rate."""
+
+    def run(rate):
+        acc = dense - slope * math.log2(rate)
+        if calls is not None:
+            calls.append(rate)
+        return SearchStep(rate, acc, dense - acc <= tol)
+
+    return run
+
+
+def test_finds_boundary_of_monotone_curve():
+    # within 5 points while 2*log2(r) <= 5, i.e. r <= 2**2.5 = 5.657
+    calls = []
+    res = search_max_rate(curve_run(calls=calls), lo=2, hi=512, steps=8)
+    assert res.runs == 10 == len(calls)
+    assert res.rate_found <= 2**2.5
+    # bracket shrinks to (512/2)^(1/2^8): the answer is that close to the truth
+    assert res.rate_found >= 2**2.5 / (256 ** (1 / 256))
+    assert res.best.rate == res.rate_found
+
+
+def test_lo_failing_gives_none_after_one_run():
+    res = search_max_rate(curve_run(tol=0.5), lo=2, hi=64, steps=5)
+    assert res.rate_found is None and res.runs == 1 and res.best is None
+
+
+def test_hi_passing_stops_after_two_runs():
+    res = search_max_rate(curve_run(tol=100), lo=2, hi=64, steps=5)
+    assert res.rate_found == 64 and res.runs == 2
+
+
+def test_bad_bounds():
+    with pytest.raises(ValueError, match="lo=8"):
+        search_max_rate(curve_run(), lo=8, hi=4, steps=2)

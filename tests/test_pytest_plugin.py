@@ -1,0 +1,105 @@
+"""End to end through pytest itself (pytester), as a user runs the suites."""
+
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from conftest import REPO
+
+TINY = """
+suite: tiny-{name}
+version: 1
+task:
+  name: classification
+  model: lenet5
+  data: {{name: synthetic, synthetic_train: 256, synthetic_test: 128}}
+  batch_size: 64
+dense: {{epochs: 1, optimizer: {{lr: 0.05}}}}
+budget: {{epochs: 0.25}}
+seeds: [0]
+quantization: {{bits: 4}}
+hardware: [storage, compute]
+methods: [magnitude]
+protocols:
+  equal_compression: {{structure: [unstructured], rates: [4], expect: {expect}}}
+"""
+
+
+def _suite(pytester, name, expect="{max_accuracy_drop: 100}", text=None):
+    path = pytester.path / "suites" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text or TINY.format(name=name, expect=expect))
+    return path
+
+
+def _records(results_dir):
+    out = []
+    for f in sorted(results_dir.glob("*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+def test_smoke_suites_pass_with_magnitude(pytester, isolated_cache):
+    shutil.copytree(REPO / "suites" / "smoke", pytester.path / "suites" / "smoke")
+    res = pytester.runpytest_subprocess("suites/smoke", "--method", "magnitude", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=3)
+    res.stdout.fnmatch_lines(["*records appended to res*"])
+    recs = _records(pytester.path / "res")
+    assert {r["point_id"] for r in recs} == {"magnitude-unstructured-4x-s0", "magnitude-filter-4x-s0", "magnitude-unstructured-s0"}
+    for r in recs:
+        assert r["status"] == "passed"
+        assert r["achieved_rate"] >= (r["target"]["rate"] or r["search"]["lo"]) * 0.999
+        assert r["method"]["distribution"] == "prunebench"
+        assert r["hardware"]["storage"]["stored_bits"] > 0
+        assert r["epochs_spent"] <= r["budget_epochs"] + 1e-9
+        assert "torch" in r["versions"]
+    search = next(r for r in recs if r["protocol"] == "equal_accuracy")["search"]
+    assert search["runs"] == len(search["trace"]) >= 1
+
+
+def test_item_ids_are_readable(pytester, isolated_cache):
+    _suite(pytester, "ids")
+    res = pytester.runpytest_subprocess("suites", "--collect-only", "-q", "--wandb", "off")
+    res.stdout.fnmatch_lines(["suites/ids.yaml::equal_compression[[]magnitude-unstructured-4x-s0[]]"])
+
+
+def test_unmet_expect_fails_with_target_vs_achieved(pytester, isolated_cache):
+    _suite(pytester, "unmet", expect="{min_accuracy: 101}")
+    res = pytester.runpytest_subprocess("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*expectation not met*", "*top1: target >= 101, achieved *"])
+    (rec,) = _records(pytester.path / "res")
+    assert rec["status"] == "failed" and "target >= 101" in rec["failure"]  # recorded anyway
+
+
+def test_unknown_method_suggests_the_closest(pytester):
+    _suite(pytester, "x")
+    res = pytester.runpytest_subprocess("suites", "--method", "magnitud", "--wandb", "off")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*Unknown method 'magnitud'. Did you mean: magnitude?*"])
+
+
+def test_missing_dataset_skips_naming_where_it_looked(pytester, isolated_cache):
+    text = TINY.format(name="nodata", expect="{}").replace("{name: synthetic, synthetic_train: 256, synthetic_test: 128}", "{name: mnist}")
+    _suite(pytester, "nodata", text=text)
+    empty = pytester.mkdir("empty_root")
+    res = pytester.runpytest_subprocess("suites", "--wandb", "off", "--data-root", str(empty), "-rs", "-p", "no:cacheprovider")
+    res.assert_outcomes(skipped=1)
+    res.stdout.fnmatch_lines([f"*dataset 'mnist' not found (looked in*{empty}*To get it*"])
+
+
+def test_broken_suite_is_a_collection_error_not_a_silent_skip(pytester):
+    path = _suite(pytester, "broken", text=TINY.format(name="b", expect="{}").replace("seeds: [0]", "seeds: [zero]"))
+    res = pytester.runpytest_subprocess("suites", "--wandb", "off")
+    assert res.ret != 0
+    res.stdout.fnmatch_lines([f"*{path}: seeds[[]0[]]: expected an integer, got 'zero'*"])
+
+
+def test_seeds_option_overrides_suite_seeds(pytester):
+    _suite(pytester, "seeds")
+    res = pytester.runpytest_subprocess("suites", "--collect-only", "-q", "--seeds", "3,4")
+    res.stdout.fnmatch_lines(["*magnitude-unstructured-4x-s3*", "*magnitude-unstructured-4x-s4*"])
+    bad = pytester.runpytest_subprocess("suites", "--collect-only", "--seeds", "a")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
