@@ -10,6 +10,7 @@ appended to the results store whatever its outcome.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,12 @@ def pytest_configure(config):
             raise pytest.UsageError(str(err)) from None
     _seeds(config)
     config.stash[_RECORDS] = []
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and int(workers) > 1:
+        # share the cores between xdist workers instead of oversubscribing them
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 def _context(config):

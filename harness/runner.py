@@ -21,7 +21,7 @@ from . import registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline
 from .config import to_plain
-from .interfaces import Task
+from .interfaces import DatasetUnavailable, Task
 from .protocols import SearchStep, search_max_rate
 from .quant import quantize_uniform_
 from .results import ResultStore, environment_info
@@ -64,9 +64,16 @@ def get_task(suite: Suite, ctx: RunContext) -> Task:
     if key not in ctx._tasks:
         cls = registry.tasks.get(suite.task_name)
         task = cls(suite.task_config(), data_root=ctx.data_root, device=ctx.device)
-        task.prepare()  # raises DatasetUnavailable
-        ctx._tasks[key] = task
-    return ctx._tasks[key]
+        try:
+            task.prepare()
+        except DatasetUnavailable as err:
+            ctx._tasks[key] = err  # remembered: a failed lookup can take seconds (hub retries)
+        else:
+            ctx._tasks[key] = task
+    found = ctx._tasks[key]
+    if isinstance(found, DatasetUnavailable):
+        raise found
+    return found
 
 
 def _dense(suite: Suite, task: Task, seed: int, ctx: RunContext) -> DenseBaseline:

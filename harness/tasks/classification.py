@@ -56,7 +56,8 @@ class ClassificationTask(Task):
         self.train = load_split(cfg.data, "train", self.data_root)
         self.test = load_split(cfg.data, "test", self.data_root)
         self.num_classes = self.train.classes
-        sample = self.train.x[0] if isinstance(self.train, TensorSplit) else self.train.dataset[0][0]
+        # the test split always has data; a pretrained-only suite may train on nothing
+        sample = self.test.x[0] if isinstance(self.test, TensorSplit) else self.test.dataset[0][0]
         self.input_shape = tuple(sample.shape)
         if cfg.mean:
             if len(cfg.mean) != self.input_shape[0]:
@@ -94,6 +95,8 @@ class ClassificationTask(Task):
 
     def steps_per_epoch(self) -> int:
         n = self.train.x.shape[0] if isinstance(self.train, TensorSplit) else self.train.size
+        if n == 0:
+            raise ValueError(f"the {self.config.data.name} train split is empty; this suite cannot train (budget.epochs must be 0)")
         return -(-n // self.config.batch_size)
 
     def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
