@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from prunebench.interfaces import Figure, HardwareModel
 
-from .storage import kept_rows_cols, ratio
+from ._figures import ratio, sum_layers
+from .storage import kept_rows_cols
 
 if TYPE_CHECKING:
     from prunebench.artifact import CompressedModel, LayerRecord
@@ -67,14 +68,7 @@ class ComputeModel(HardwareModel):
         }
 
     def score(self, artifact: "CompressedModel") -> dict[str, Figure]:
-        totals = dict.fromkeys(_TOTALS, 0)
-        per_layer: dict[str, Figure] = {}
-        for layer in artifact.layers:
-            figs = self.layer_figures(layer)
-            for key in _TOTALS:
-                totals[key] += figs[key]
-            for key, value in figs.items():
-                per_layer[f"layer.{layer.name}.{key}"] = value
+        totals, per_layer = sum_layers(artifact, self.layer_figures, _TOTALS)
         out: dict[str, Figure] = dict(totals)
         out["mac_reduction_x"] = ratio(totals["dense_macs"], totals["remaining_macs"])
         out["remaining_macs_fraction"] = ratio(totals["remaining_macs"], totals["dense_macs"])

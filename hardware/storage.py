@@ -30,6 +30,8 @@ import torch
 
 from prunebench.interfaces import Figure, HardwareModel
 
+from ._figures import ratio, sum_layers
+
 if TYPE_CHECKING:
     from prunebench.artifact import CompressedModel, LayerRecord
 
@@ -124,11 +126,6 @@ def layer_storage(mask2d: torch.Tensor, value_bits: int) -> dict[str, Figure]:
     }
 
 
-def ratio(num: int | float, den: int | float) -> float | None:
-    """num/den, or None (not modelled) when den is zero."""
-    return None if den == 0 else num / den
-
-
 _TOTALS = (
     "weights",
     "nonzero_weights",
@@ -175,14 +172,7 @@ class StorageModel(HardwareModel):
         return layer_storage(layer.mask.reshape(rows, cols), bits)
 
     def score(self, artifact: "CompressedModel") -> dict[str, Figure]:
-        totals = dict.fromkeys(_TOTALS, 0)
-        per_layer: dict[str, Figure] = {}
-        for layer in artifact.layers:
-            figs = self.layer_figures(layer)
-            for key in _TOTALS:
-                totals[key] += figs[key]
-            for key, value in figs.items():
-                per_layer[f"layer.{layer.name}.{key}"] = value
+        totals, per_layer = sum_layers(artifact, self.layer_figures, _TOTALS)
         out: dict[str, Figure] = dict(totals)
         fp32 = totals["fp32_dense_bits"]
         out["compression_data_only_x"] = ratio(fp32, totals["value_bits"])

@@ -15,21 +15,14 @@ import torch
 from prunebench import Method
 from prunebench.projections import group_view, magnitude_masks
 
-from .magnitude import prune_and_finetune
+from .magnitude import MagnitudeConfig, prune_and_finetune
 
 __all__ = ["RandomPruning", "RandomConfig"]
 
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(MagnitudeConfig):
     allocation: str = "uniform"
-    finetune_fraction: float = 1.0
-
-    def __post_init__(self):
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
-        if not 0.0 <= self.finetune_fraction <= 1.0:
-            raise ValueError(f"finetune_fraction must be in [0, 1], got {self.finetune_fraction!r}")
 
 
 class RandomPruning(Method):
