@@ -44,3 +44,16 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("PRUNEBENCH_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def synthetic_task():
+    """A prepared classification task on small synthetic data (LeNet-5)."""
+    from prunebench.config import parse
+    from prunebench.tasks.classification import ClassificationConfig, ClassificationTask
+
+    cfg = parse(ClassificationConfig, {"model": "lenet5", "batch_size": 64,
+                                       "data": {"name": "synthetic", "synthetic_train": 256, "synthetic_test": 128}})
+    task = ClassificationTask(cfg)
+    task.prepare()
+    return task

@@ -1,0 +1,85 @@
+"""run_point in-process: the harness checks what a method claims."""
+
+import textwrap
+
+import pytest
+
+from prunebench.results import ResultStore
+from prunebench.runner import RunContext, Unsupported, run_point
+from prunebench.suite import RunPoint, load_suite
+from prunebench.verify import VerificationError
+
+LIAR = '''
+import torch
+from prunebench import Method
+
+class HalfHearted(Method):
+    """Says it prunes to the target, removes half of what it should."""
+    structures = ("unstructured",)
+
+    def compress(self, model, target, trainer):
+        mods = dict(model.named_modules())
+        for n in target.layers:
+            w = mods[n].weight
+            with torch.no_grad():
+                k = int(w.numel() * (1 - 1 / target.rate) / 2)
+                w.view(-1)[w.abs().flatten().argsort()[:k]] = 0
+        return {"claimed_rate": target.rate}
+'''
+
+SUITE = """
+suite: runner-test
+version: 1
+task:
+  name: classification
+  model: lenet5
+  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
+  batch_size: 64
+dense: {epochs: 1}
+budget: {epochs: 0.5}
+quantization: {bits: 4}
+methods: [magnitude]
+protocols:
+  equal_compression: {structure: [unstructured, pattern], rates: [8]}
+"""
+
+
+@pytest.fixture
+def suite(tmp_path, isolated_cache):
+    path = tmp_path / "suites" / "s.yaml"
+    path.parent.mkdir()
+    path.write_text(SUITE)
+    return load_suite(path)
+
+
+def test_lying_method_fails_verification_and_is_recorded(suite, fake_dists, tmp_path):
+    fake_dists("fakeplug-liar", {"prunebench.methods": {"liar": "fakeplug_liar:HalfHearted"}},
+               module_source={"fakeplug_liar": LIAR})
+    store = ResultStore(tmp_path / "res")
+    ctx = RunContext(results=store, progress=False)
+    with pytest.raises(VerificationError) as err:
+        run_point(suite, RunPoint("equal_compression", "liar", "unstructured", 8.0, 0), ctx)
+    assert "target rate 8x" in str(err.value) and "achieved 1.78x" in str(err.value)
+    (rec,) = store.records()
+    assert rec["status"] == "error" and "VerificationError" in rec["failure"]
+    assert rec["method"]["distribution"] == "fakeplug-liar"
+
+
+def test_honest_run_record_has_the_promised_fields(suite, tmp_path):
+    store = ResultStore(tmp_path / "res")
+    res = run_point(suite, RunPoint("equal_compression", "magnitude", "unstructured", 8.0, 0), RunContext(results=store, progress=False))
+    rec = res.record
+    for key in ("suite", "suite_version", "method", "target", "seed", "metrics", "dense_metrics", "hardware",
+                "epochs_spent", "wall_time_s", "git_commit", "versions", "achieved_rate", "status"):
+        assert key in rec, key
+    assert rec["achieved_rate"] >= 8.0
+    assert max(rec["levels_per_layer"].values()) <= 15  # 4-bit, zero reserved
+    assert 0 < rec["epochs_spent"] <= 0.5
+    assert rec["suite_file"] == "s.yaml" or not rec["suite_file"].startswith("/")
+    assert {"top1", "top5", "per_class_recall"} <= set(rec["metrics"])
+    assert store.records()[0]["point_id"] == "magnitude-unstructured-8x-s0"
+
+
+def test_unsupported_structure_is_reported_before_running(suite):
+    with pytest.raises(Unsupported, match="does not produce pattern"):
+        run_point(suite, RunPoint("equal_compression", "magnitude", "pattern", 8.0, 0), RunContext(progress=False))
