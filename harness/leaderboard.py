@@ -20,7 +20,6 @@ Conventions on every page:
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -686,16 +685,3 @@ def write_leaderboards(store_root: str | Path, out_dir: str | Path) -> list[Path
             path.unlink()
     return written
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prunebench leaderboard", description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default="results", help="results store directory (default: results)")
-    parser.add_argument("--out", default="leaderboards", help="output directory (default: leaderboards)")
-    args = parser.parse_args(argv)
-    for path in write_leaderboards(args.store, args.out):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
