@@ -9,6 +9,8 @@ coarse-to-fine scan (vectorised over candidates).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["uniform_levels_per_side", "project_uniform", "best_uniform_scale", "quantize_uniform_"]
@@ -47,9 +49,9 @@ def best_uniform_scale(values: torch.Tensor, bits: int) -> float:
     top = float(v.abs().max())
     nominal = top / n
     # coarse: geometric grid from nominal/50 to 1.1 nominal; fine: +-5% around the best
-    coarse = nominal * torch.logspace(torch.log10(torch.tensor(0.02)), torch.log10(torch.tensor(1.1)), 64)
+    coarse = nominal * torch.logspace(math.log10(0.02), math.log10(1.1), 64, device=v.device)
     best = coarse[int(torch.argmin(_errors(v, coarse, n)))]
-    fine = best * torch.linspace(0.95, 1.05, 101)
+    fine = best * torch.linspace(0.95, 1.05, 101, device=v.device)
     return float(fine[int(torch.argmin(_errors(v, fine, n)))])
 
 
