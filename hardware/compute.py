@@ -67,7 +67,7 @@ class ComputeModel(HardwareModel):
             "compact_mac_reduction_x": ratio(dense, compact),
         }
 
-    def score(self, artifact: "CompressedModel") -> dict[str, Figure]:
+    def score(self, artifact: "CompressedModel", *, model=None, example_input=None) -> dict[str, Figure]:
         totals, per_layer = sum_layers(artifact, self.layer_figures, _TOTALS)
         out: dict[str, Figure] = dict(totals)
         out["mac_reduction_x"] = ratio(totals["dense_macs"], totals["remaining_macs"])

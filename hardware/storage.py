@@ -171,7 +171,7 @@ class StorageModel(HardwareModel):
         bits = layer.weight_bits if layer.weight_bits is not None else self.config.dense_bits
         return layer_storage(layer.mask.reshape(rows, cols), bits)
 
-    def score(self, artifact: "CompressedModel") -> dict[str, Figure]:
+    def score(self, artifact: "CompressedModel", *, model=None, example_input=None) -> dict[str, Figure]:
         totals, per_layer = sum_layers(artifact, self.layer_figures, _TOTALS)
         out: dict[str, Figure] = dict(totals)
         fp32 = totals["fp32_dense_bits"]

@@ -80,10 +80,21 @@ class Method(_Plugin):
 
 class HardwareModel(_Plugin):
     """Scores a CompressedModel: returns named figures, each with its unit in
-    its name (``storage_bits``, ``latency_ms``).  ``None`` means not modelled."""
+    its name (``storage_bits``, ``latency_ms``).  ``None`` means not modelled.
+
+    Analytical models use the artifact alone.  A measured model (latency) also
+    gets the compressed torch ``model`` and an ``example_input`` batch when the
+    harness has them; it must return None figures when they are absent.
+    """
 
     @abc.abstractmethod
-    def score(self, artifact: "CompressedModel") -> dict[str, Figure]:
+    def score(
+        self,
+        artifact: "CompressedModel",
+        *,
+        model: nn.Module | None = None,
+        example_input: torch.Tensor | None = None,
+    ) -> dict[str, Figure]:
         """Figures for ``artifact``."""
 
 

@@ -123,7 +123,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     hardware = {}
     for name in suite.hardware:
         hw = registry.hardware_models.get(name)(suite.hardware_config(name))
-        hardware[name] = hw.score(artifact)
+        hardware[name] = hw.score(artifact, model=model, example_input=task.example_input())
     return {
         "target": {"rate": rate, "structure": str(structure),
                    "quantization": to_plain(quant) if quant else None, "layers": list(layers)},
