@@ -70,8 +70,9 @@ class Method(_Plugin):
     #: Structure kinds (see ``Structure.kind``) the method can produce.
     structures: ClassVar[tuple[str, ...]] = ("unstructured",)
     #: True when the method quantizes to ``target.quantization`` itself;
-    #: otherwise the suite's standard quantizer runs after it.
-    quantizes: ClassVar[bool] = False
+    #: otherwise the suite's standard quantizer runs after it.  A method may
+    #: make this a property of its config (e.g. prune-only or joint).
+    quantizes: bool = False
 
     @abc.abstractmethod
     def compress(self, model: nn.Module, target: "Target", trainer: "Trainer") -> Mapping[str, Any] | None:

@@ -101,7 +101,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         layers=tuple(layers),
         structure=structure,
         rate=rate,
-        quantization=quant if method_cls.quantizes else None,
+        quantization=quant if method.quantizes else None,
     )
     trainer = Trainer(
         task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
@@ -109,7 +109,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     )
     info = method.compress(model, target, trainer) or {}
     metrics_before_q = None
-    if quant is not None and not method_cls.quantizes:
+    if quant is not None and not method.quantizes:
         metrics_before_q = task.evaluate(model)
         _standard_quantize(model, layers, quant)
     check_target = Target(layers=target.layers, structure=structure, rate=rate, quantization=quant)

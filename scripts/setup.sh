@@ -18,9 +18,9 @@ $PIP install -q --upgrade pip
 # torchvision's compiled ops must match torch exactly; install the pair first.
 $PIP install -q $TORCH_PIN
 if [ "${EDITABLE:-0}" = "1" ]; then
-  $PIP install -q -e ".[test,data,tracking]"
+  $PIP install -q -e ".[test,data,tracking,hardware]"
 else
-  $PIP install -q --force-reinstall --no-deps . && $PIP install -q ".[test,data,tracking]"
+  $PIP install -q --force-reinstall --no-deps . && $PIP install -q ".[test,data,tracking,hardware]"
 fi
 
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
