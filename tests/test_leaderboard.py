@@ -251,3 +251,26 @@ def test_write_leaderboards_writes_and_removes_stale(tmp_path):
     write_leaderboards(store2.root, out_dir)
     assert not (out_dir / "vgg16-cifar10.md").exists() and not (out_dir / "vgg16-cifar10-pareto.png").exists()
     assert (out_dir / f"{SUITE}.md").read_bytes() == md[f"{SUITE}.md"]
+
+
+def test_structured_vs_unstructured_section():
+    recs = []
+    for seed in range(2):
+        # unstructured reaches 40x but pays for its index: 40 * 0.8 = 32x incl. index
+        recs.append(make_record(protocol="equal_accuracy", structure="unstructured", rate=None, seed=seed,
+                                rate_found=40.0))
+        # filter reaches only 30x, storage 30 * 0.8 = 24x
+        recs.append(make_record(protocol="equal_accuracy", structure="filter", rate=None, seed=seed, rate_found=30.0))
+    page = render(recs)[f"{SUITE}.md"]
+    section = page.split("## Structured vs non-structured at equal accuracy", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| magnitude v1"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # columns: method, unstructured rate, unstructured storage, filter rate, filter storage, best
+    assert cells[1].startswith("40.0") and cells[3].startswith("30.0")
+    assert cells[2] == "32.0×" and cells[4] == "24.0×"
+    assert cells[5] == "unstructured"
+
+
+def test_structure_section_absent_without_both_kinds():
+    recs = [make_record(protocol="equal_accuracy", structure="unstructured", rate=None, rate_found=40.0)]
+    assert "Structured vs non-structured" not in render(recs)[f"{SUITE}.md"]
