@@ -1,13 +1,17 @@
-"""ComputeModel: MACs of small hand-counted layers, LeNet-5 and timm resnet18."""
+"""ComputeModel: MACs of small hand-counted layers, LeNet-5 and timm resnet18;
+the break-even model and its measured-cost file."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from torch import nn
 
-from prunebench.artifact import CompressedModel
-from prunebench.hardware.compute import ComputeModel
+from prunebench.artifact import CompressedModel, LayerRecord
+from prunebench.config import ConfigError, parse
+from prunebench.hardware.compute import ComputeModel, load_break_even
 
 
 def lenet5() -> nn.Sequential:
@@ -154,3 +158,156 @@ def test_save_load_round_trip_scores_the_same(tmp_path):
     assert before == after
     # conv2 compact: 16 rows x 4*25 cols x 100 positions
     assert before["layer.3.compact_macs"] == 16 * 100 * 100
+
+
+# ------------------------------------------------------------- break-even
+
+def record(name: str, mask: torch.Tensor, positions: int = 1) -> LayerRecord:
+    mask = mask.bool()
+    return LayerRecord(
+        name=name, kind="conv" if mask.dim() == 4 else "linear", weight_shape=tuple(mask.shape),
+        input_shape=(), output_shape=(), output_positions=positions, mask=mask, weight=mask.float(),
+    )
+
+
+# 3 x 4, 4 nonzeros, column 2 empty: dense 12, remaining 4, compact 3 x 3 = 9
+SCATTERED = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+
+
+def costs(**kinds: float) -> ComputeModel:
+    return ComputeModel(ComputeModel.Config(sparse_cost_per_nonzero=kinds))
+
+
+def test_break_even_not_modelled_without_costs():
+    s = ComputeModel().score(CompressedModel([record("fc", SCATTERED)]))
+    for key in ("modelled_macs", "modelled_speedup_x", "conv_break_even_density", "linear_break_even_density",
+                "break_even_source", "layer.fc.break_even_density", "layer.fc.modelled_macs",
+                "layer.fc.modelled_speedup_x", "layer.fc.modelled_path", "layer.fc.sparse_cost_per_nonzero"):
+        assert s[key] is None, key
+    assert s["mac_reduction_x"] == pytest.approx(3.0)  # the theoretical speedup is still there
+
+
+def test_break_even_by_hand():
+    art = CompressedModel([record("fc", SCATTERED, positions=5)])
+    # c = 2: sparse 2 * 4*5 = 40 < compact 9*5 = 45 -> sparse; speedup 60/40
+    s = costs(linear=2.0).score(art)
+    assert (s["layer.fc.dense_macs"], s["layer.fc.remaining_macs"], s["layer.fc.compact_macs"]) == (60, 20, 45)
+    assert s["layer.fc.break_even_density"] == pytest.approx(0.5)
+    assert (s["layer.fc.modelled_macs"], s["layer.fc.modelled_path"]) == (40, "sparse")
+    assert s["modelled_speedup_x"] == pytest.approx(1.5)
+    assert (s["linear_break_even_density"], s["conv_break_even_density"]) == (0.5, None)
+    assert s["break_even_source"] == "config"
+    # c = 2.5: sparse 50 > compact 45 -> the compact dense GEMM; speedup 60/45
+    s = costs(linear=2.5).score(art)
+    assert (s["modelled_macs"], s["layer.fc.modelled_path"]) == (45, "compact")
+    assert s["modelled_speedup_x"] == pytest.approx(60 / 45)
+    # c = 12: a full-rank layer (no empty row or column) at density 4/12 runs dense
+    full = SCATTERED.clone()
+    full[0, 2] = True  # 5 nonzeros, compact = dense = 12
+    s = costs(linear=3.0).score(CompressedModel([record("fc", full)]))
+    # sparse 3 * 5 = 15 > 12 -> dense, speedup 1
+    assert (s["modelled_macs"], s["layer.fc.modelled_path"], s["modelled_speedup_x"]) == (12, "dense", 1.0)
+
+
+def test_structured_layer_takes_compact_and_ties_avoid_decoding():
+    # conv (4, 2, 3, 3), filters 1 and 3 kept whole: dense 72, remaining = compact = 36 per position
+    mask = torch.zeros(4, 2, 3, 3, dtype=torch.bool)
+    mask[[1, 3]] = True
+    art = CompressedModel([record("conv", mask, positions=10)])
+    # c = 1: sparse 360 == compact 360 -> compact (no index decoding on a tie)
+    s = costs(conv=1.0).score(art)
+    assert (s["layer.conv.modelled_macs"], s["layer.conv.modelled_path"]) == (360, "compact")
+    assert s["modelled_speedup_x"] == pytest.approx(2.0)
+    # c = 0.5 (a measured sparse kernel faster per MAC): sparse 180 wins
+    s = costs(conv=0.5).score(art)
+    assert (s["modelled_macs"], s["layer.conv.modelled_path"], s["layer.conv.break_even_density"]) == (180, "sparse", 2.0)
+
+
+def test_totals_need_every_layer_modelled():
+    art = CompressedModel([record("conv", torch.ones(2, 1, 3, 3)), record("fc", SCATTERED)])
+    s = costs(conv=4.0, linear=2.0).score(art)
+    # conv: full, dense 18; fc: sparse 8 -> 26 of 18 + 12 = 30
+    assert s["modelled_macs"] == 26
+    assert s["modelled_speedup_x"] == pytest.approx(30 / 26)
+    assert s["layer.conv.break_even_density"] == pytest.approx(0.25)
+    # no linear cost: the fc layer is not modelled, so neither is the total
+    s = costs(conv=4.0).score(art)
+    assert s["layer.conv.modelled_macs"] == 18
+    assert s["layer.fc.modelled_macs"] is None
+    assert s["modelled_macs"] is None and s["modelled_speedup_x"] is None
+
+
+def test_config_parsing():
+    cfg = parse(ComputeModel.Config, {"sparse_cost_per_nonzero": {"conv": 3, "linear": 2.5}}, "hardware.compute")
+    assert dict(cfg.sparse_cost_per_nonzero) == {"conv": 3.0, "linear": 2.5}
+    assert parse(ComputeModel.Config, {"break_even_file": "be.json"}, "hardware.compute").break_even_file == "be.json"
+    for bad in (
+        {"sparse_cost_per_nonzero": {"conv": 3}, "break_even_file": "be.json"},  # two sources
+        {"sparse_cost_per_nonzero": {"depthwise": 3}},
+        {"sparse_cost_per_nonzero": {"conv": 0}},
+        {"sparse_cost_per_nonzero": {"conv": -1.0}},
+        {"sparse_cost_per_nonzero": [3.0]},
+    ):
+        with pytest.raises(ConfigError):
+            parse(ComputeModel.Config, bad, "hardware.compute")
+    # built directly, the mapping is frozen too
+    cfg = ComputeModel.Config(sparse_cost_per_nonzero={"conv": 2})
+    with pytest.raises(TypeError):
+        cfg.sparse_cost_per_nonzero["conv"] = 1.0
+
+
+GOOD = {
+    "conv": {"break_even_density": 0.25, "sparse_cost_per_nonzero": 4.0},
+    "linear": {"break_even_density": 0.4, "sparse_cost_per_nonzero": 2.5},
+    "device": "test cpu",
+    "runtime": "torch sparse csr",
+}
+
+
+def write(tmp_path, data, name: str = "break_even.json") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_load_break_even(tmp_path):
+    path = write(tmp_path, GOOD)
+    assert load_break_even(path) == {"conv": 4.0, "linear": 2.5}
+    only_conv = {k: v for k, v in GOOD.items() if k != "linear"}
+    assert load_break_even(write(tmp_path, {**only_conv, "measured": "2025-01-01"}, "conv.json")) == {"conv": 4.0}
+    # scored from the file: fc at c = 2.5 -> compact 9, as by hand above
+    s = ComputeModel(ComputeModel.Config(break_even_file=path)).score(CompressedModel([record("fc", SCATTERED)]))
+    assert s["modelled_macs"] == 9
+    assert s["break_even_source"] == f"test cpu, torch sparse csr ({path})"
+    assert (s["conv_break_even_density"], s["linear_break_even_density"]) == (0.25, 0.4)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("{not json", "not valid JSON"),
+        ([1, 2], "expected a JSON object"),
+        ({k: v for k, v in GOOD.items() if k != "device"}, "'device' must be a string"),
+        ({**GOOD, "runtime": 3}, "'runtime' must be a string"),
+        ({"device": "d", "runtime": "r"}, "no layer kind entries"),
+        ({**GOOD, "Conv": GOOD["conv"]}, "unknown layer kind 'Conv'"),
+        ({**GOOD, "conv": {"sparse_cost_per_nonzero": 4.0}}, "needs both"),
+        ({**GOOD, "conv": {"break_even_density": 0.0, "sparse_cost_per_nonzero": 0.0}}, "positive finite"),
+        ({**GOOD, "conv": {"break_even_density": 0.5, "sparse_cost_per_nonzero": True}}, "positive finite"),
+        ({**GOOD, "conv": {"break_even_density": 0.5, "sparse_cost_per_nonzero": 4.0}}, "is not 1 / sparse_cost"),
+    ],
+)
+def test_load_break_even_errors(tmp_path, data, message):
+    path = write(tmp_path, data)
+    with pytest.raises(ValueError, match=message) as err:
+        load_break_even(path)
+    assert path in str(err.value)
+
+
+def test_missing_break_even_file(tmp_path):
+    path = str(tmp_path / "absent.json")
+    with pytest.raises(FileNotFoundError, match="latency plugin"):
+        load_break_even(path)
+    model = ComputeModel(ComputeModel.Config(break_even_file=path))
+    with pytest.raises(FileNotFoundError):
+        model.score(CompressedModel([record("fc", SCATTERED)]))

@@ -1,9 +1,9 @@
-"""StorageModel: hand-counted bits on small matrices, properties, round trip."""
+"""StorageModel: hand-counted bits on small matrices, reference encoders
+written with plain loops, properties, round trip."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -14,12 +14,20 @@ from torch import nn
 from prunebench.artifact import CompressedModel, LayerRecord
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.storage import (
+    FORMAT_BITS,
+    FORMATS,
     StorageModel,
+    bitmap_bits,
     compact_bits,
     csr_bits,
     dense_bits,
     index_width,
     kept_rows_cols,
+    layer_storage,
+    pattern_bits,
+    relative_index_bits,
+    relative_index_filler_counts,
+    relative_index_gaps,
 )
 
 
@@ -69,6 +77,24 @@ def test_4x6_counts_by_hand():
     assert compact_bits(MASK_4x6, b) == 58
 
 
+def test_4x6_bitmap_and_relative_index_by_hand():
+    b = 4
+    # bitmap: 24 presence bits + 7*4 values = 52
+    assert bitmap_bits(MASK_4x6, b) == 52
+    # row-major positions 0, 3, 13, 15, 18, 19, 23; gaps from position -1:
+    assert relative_index_gaps(MASK_4x6).tolist() == [1, 3, 10, 2, 3, 1, 4]
+    # fillers(b) = sum(ceil(g / (2^b - 1)) - 1):
+    # b=1 (M=1): sum(g - 1) = 0+2+9+1+2+0+3 = 17
+    # b=2 (M=3): gap 10 -> 3, gap 4 -> 1; = 4
+    # b=3 (M=7): gap 10 -> 1; b>=4: 0
+    assert relative_index_filler_counts(relative_index_gaps(MASK_4x6))[:5].tolist() == [17, 4, 1, 0, 0]
+    # bits = (7 + fillers) * (4 + b): b=1 24*5 = 120, b=2 11*6 = 66, b=3 8*7 = 56,
+    # b=4 7*8 = 56, b=5 7*9 = 63 -> best 56, smallest b on the tie: 3
+    assert relative_index_bits(MASK_4x6, b) == (56, 3, 1)
+    assert relative_index_bits(MASK_4x6, b, width=2) == (66, 2, 4)
+    assert relative_index_bits(MASK_4x6, b, width=4) == (56, 4, 0)
+
+
 def test_4x6_model_figures():
     art = CompressedModel([record("fc", MASK_4x6, bits=4)])
     s = StorageModel().score(art)
@@ -78,27 +104,53 @@ def test_4x6_model_figures():
     assert s["csr_bits"] == 64  # 28 + 36
     assert s["csr_index_bits"] == 36
     assert s["compact_bits"] == 58
-    # min(96, 64, 58) = 58, compact
-    assert s["stored_bits"] == 58
-    assert s["layer.fc.format"] == "compact"
+    assert s["bitmap_bits"] == 52
+    assert s["relative_index_bits"] == 56
+    assert (s["layer.fc.relative_index_width_bits"], s["relative_index_fillers"]) == (3, 1)
+    assert s["relative_index_filler_fraction"] == pytest.approx(1 / 7)
+    # linear layer: no pattern format; falls back to its cheapest other format
+    assert (s["pattern_bits"], s["layer.fc.pattern_format"]) == (52, "bitmap")
+    assert s["layer.fc.pattern_library_size"] is None and s["layer.fc.pattern_kept_kernels"] is None
+    # min(96, 58, 52, 64, 56) = 52, bitmap
+    assert s["stored_bits"] == 52
+    assert s["layer.fc.format"] == "bitmap"
     assert s["layer.fc.csr_bits"] == 64
     assert s["compression_data_only_x"] == pytest.approx(768 / 28)
-    assert s["compression_with_index_x"] == pytest.approx(768 / 58)
+    assert s["compression_with_index_x"] == pytest.approx(768 / 52)
     assert s["csr_compression_x"] == pytest.approx(12.0)  # 768 / 64
-    assert s["index_overhead_fraction"] == pytest.approx(30 / 58)  # (58-28)/58
+    assert s["quantized_dense_compression_x"] == pytest.approx(8.0)  # 768 / 96
+    assert s["bitmap_compression_x"] == pytest.approx(768 / 52)
+    assert s["relative_index_compression_x"] == pytest.approx(768 / 56)
+    assert s["compact_compression_x"] == pytest.approx(768 / 58)
+    assert s["pattern_compression_x"] == pytest.approx(768 / 52)
+    assert s["index_overhead_fraction"] == pytest.approx(24 / 52)  # (52-28)/52
 
 
-def test_4x6_fp32_weights_pick_csr():
+def test_4x6_fp32_weights():
     # weight_bits None -> 32 bits: dense 768; CSR 7*32 + 36 = 260;
-    # compact 3*4*32 + 10 = 394 -> CSR is cheapest
+    # compact 3*4*32 + 10 = 394; bitmap 24 + 224 = 248;
+    # relative index (7 + fillers) * (32 + b): b=3 8*35 = 280, b=4 7*36 = 252 (best)
     s = StorageModel().score(CompressedModel([record("fc", MASK_4x6, bits=None)]))
     assert s["quantized_dense_bits"] == 768
     assert s["value_bits"] == 224
     assert s["csr_bits"] == 260
     assert s["compact_bits"] == 394
-    assert s["stored_bits"] == 260
-    assert s["layer.fc.format"] == "csr"
+    assert s["bitmap_bits"] == 248
+    assert (s["relative_index_bits"], s["layer.fc.relative_index_width_bits"]) == (252, 4)
+    assert s["stored_bits"] == 248
+    assert s["layer.fc.format"] == "bitmap"
     assert s["layer.fc.weight_bits"] == 32
+
+
+def test_fixed_relative_index_width():
+    # b fixed at 2: (7 + 4 fillers) * (4 + 2) = 66 (see test_4x6_bitmap_and_relative_index_by_hand)
+    s = StorageModel(StorageModel.Config(relative_index_bits=2)).score(CompressedModel([record("fc", MASK_4x6, 4)]))
+    assert (s["relative_index_bits"], s["relative_index_fillers"], s["layer.fc.relative_index_width_bits"]) == (66, 4, 2)
+    assert parse(StorageModel.Config, {"relative_index_bits": 5}, "hardware.storage").relative_index_bits == 5
+    assert parse(StorageModel.Config, {"relative_index_bits": None}, "hardware.storage").relative_index_bits is None
+    for bad in (0, 33, True, 2.5):
+        with pytest.raises(ConfigError):
+            parse(StorageModel.Config, {"relative_index_bits": bad}, "hardware.storage")
 
 
 def test_dense_bits_config_sets_width_of_unquantized_layers():
@@ -124,8 +176,17 @@ def test_filter_pruned_conv():
     assert s["csr_index_bits"] == 468
     assert s["csr_bits"] == 792
     assert s["quantized_dense_bits"] == 216 * 4 == 864
-    assert s["stored_bits"] == 359
-    assert s["layer.conv.format"] == "compact"
+    # pattern: 24 kernels, 9 kept, all the full 3x3 mask -> 1 pattern, 0-bit ids:
+    # 24 connectivity + 1*9 library + 9*0 ids + 324 values = 357
+    assert s["pattern_bits"] == 357
+    assert (s["layer.conv.pattern_library_size"], s["layer.conv.pattern_kept_kernels"]) == (1, 9)
+    # relative index: gaps 1 and 26 ones, then 28 (54 - 26), 26 ones, 55 (135 - 80), 26 ones;
+    # b=3 (M=7): ceil(28/7)-1 + ceil(55/7)-1 = 3 + 7 = 10 fillers -> 91 * 7 = 637
+    assert (s["relative_index_bits"], s["relative_index_fillers"]) == (637, 10)
+    assert s["bitmap_bits"] == 216 + 324
+    # the connectivity bitmap plus a 9-bit library (33 bits) beat the keep bitmaps (35)
+    assert s["stored_bits"] == 357
+    assert s["layer.conv.format"] == "pattern"
     assert (s["layer.conv.compact_kept_rows"], s["layer.conv.compact_kept_cols"]) == (3, 27)
 
 
@@ -138,7 +199,10 @@ def test_channel_pruned_conv():
     assert s["compact_bits"] == 625
     # CSR: 72 nnz; values 576; col ceil(log2 45) = 6 -> 432; pointers 5 * ceil(log2 73) = 35
     assert s["csr_bits"] == 576 + 432 + 35
-    assert s["stored_bits"] == 625
+    # pattern: 20 connectivity + 9 library + 8 kept * 0 + 576 = 605
+    assert s["pattern_bits"] == 605
+    assert s["stored_bits"] == 605
+    assert s["layer.conv.format"] == "pattern"
 
 
 def test_zero_denominators_are_none():
@@ -146,13 +210,20 @@ def test_zero_denominators_are_none():
     s = StorageModel().score(CompressedModel([record("fc", torch.zeros(3, 5, dtype=torch.bool), bits=8)]))
     assert s["value_bits"] == 0
     assert s["compression_data_only_x"] is None
+    assert s["relative_index_filler_fraction"] is None
     # CSR of nothing: 0 column indices + (3+1) one-bit pointers = 4 bits
     assert s["csr_bits"] == 4
-    assert s["stored_bits"] == 4
-    assert s["compression_with_index_x"] == pytest.approx(15 * 32 / 4)
+    # relative index of nothing: an empty stream, 0 bits -> nothing stored
+    assert s["relative_index_bits"] == 0
+    assert s["stored_bits"] == 0
+    assert s["layer.fc.format"] == "relative_index"
+    assert s["compression_with_index_x"] is None
+    assert s["relative_index_compression_x"] is None
+    assert s["csr_compression_x"] == pytest.approx(15 * 32 / 4)
     # an artifact with no layers has no denominators at all
     empty = StorageModel().score(CompressedModel([]))
-    for key in ("compression_data_only_x", "compression_with_index_x", "csr_compression_x", "index_overhead_fraction"):
+    for key in ("compression_data_only_x", "compression_with_index_x", "csr_compression_x", "index_overhead_fraction",
+                "relative_index_filler_fraction", *(k[:-4] + "compression_x" for k in FORMAT_BITS.values())):
         assert empty[key] is None
     assert empty["stored_bits"] == 0
 
@@ -160,11 +231,130 @@ def test_zero_denominators_are_none():
 def test_totals_are_sums_of_layers():
     art = CompressedModel([record("a", MASK_4x6, bits=4), record("b", torch.ones(3, 3, dtype=torch.bool))])
     s = StorageModel().score(art)
-    for key in ("fp32_dense_bits", "value_bits", "csr_bits", "csr_index_bits", "compact_bits", "stored_bits"):
+    for key in ("fp32_dense_bits", "value_bits", "csr_bits", "csr_index_bits", "compact_bits", "stored_bits",
+                "bitmap_bits", "relative_index_bits", "relative_index_fillers", "pattern_bits"):
         assert s[key] == s[f"layer.a.{key}"] + s[f"layer.b.{key}"]
     # a full 3x3 fp32 layer is cheapest dense: 9*32 = 288 (no index)
     assert s["layer.b.format"] == "dense"
     assert s["layer.b.stored_bits"] == 288
+
+
+# ------------------------------------------------- relative index: overflow
+
+def naive_relative_index(mask: torch.Tensor, value_bits: int, width: int) -> tuple[int, int, list]:
+    """Reference encoder with plain loops: (bits, fillers, entries).
+
+    Walks the row-major positions; the first gap is measured from -1.  A gap
+    over M = 2^width - 1 emits (M, 0) filler entries until it fits.
+    """
+    limit = 2**width - 1
+    flat = [bool(v) for v in mask.reshape(-1).tolist()]
+    entries, previous, fillers = [], -1, 0
+    for pos, nonzero in enumerate(flat):
+        if not nonzero:
+            continue
+        gap = pos - previous
+        while gap > limit:
+            entries.append((limit, 0))
+            fillers += 1
+            gap -= limit
+        entries.append((gap, 1))
+        previous = pos
+    return len(entries) * (width + value_bits), fillers, entries
+
+
+def naive_decode(entries: list, numel: int) -> list[bool]:
+    out, pos = [False] * numel, -1
+    for gap, value in entries:
+        pos += gap
+        if value:
+            out[pos] = True
+    return out
+
+
+def test_gap_overflow_forces_fillers():
+    # 3 x 10 matrix, nonzeros at (0, 2) and (2, 2): flat positions 2 and 22
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[0, 2] = mask[2, 2] = True
+    # gaps: 2 - (-1) = 3 and 22 - 2 = 20 (it crosses a whole row)
+    assert relative_index_gaps(mask).tolist() == [3, 20]
+    # b=3: M=7; gap 20 -> ceil(20/7) - 1 = 2 fillers (7 + 7 + 6);
+    # 2 values + 2 fillers = 4 entries of 4 + 3 bits = 28
+    assert relative_index_bits(mask, 4, width=3) == (28, 3, 2)
+    bits, fillers, entries = naive_relative_index(mask, 4, 3)
+    assert (bits, fillers) == (28, 2)
+    assert entries == [(3, 1), (7, 0), (7, 0), (6, 1)]
+    assert naive_decode(entries, 30) == mask.reshape(-1).tolist()
+    # over b=1..16: b=1 (3-1)+(20-1) = 21 fillers -> 23 * 5 = 115; b=2 6 fillers -> 8 * 6 = 48;
+    # b=3 28; b=4 (M=15) 1 filler -> 3 * 8 = 24; b=5 (M=31) none -> 2 * 9 = 18 (best); b>5 more
+    assert relative_index_bits(mask, 4, width=4) == (24, 4, 1)
+    assert relative_index_bits(mask, 4) == (18, 5, 0)
+    s = StorageModel(StorageModel.Config(relative_index_bits=3)).score(CompressedModel([record("fc", mask, 4)]))
+    assert (s["relative_index_bits"], s["relative_index_fillers"]) == (28, 2)
+    assert s["relative_index_filler_fraction"] == pytest.approx(1.0)  # 2 fillers / 2 nonzeros
+
+
+# ------------------------------------------------------------------ pattern
+
+PATTERN_A = [1, 0, 1, 0, 1, 0, 1, 0, 0]
+PATTERN_B = [0, 1, 0, 1, 1, 1, 0, 0, 0]
+
+
+def test_pattern_by_hand():
+    # conv (2, 2, 3, 3): kernels f0c0 = A, f0c1 empty, f1c0 = A, f1c1 = B (4 nonzeros each)
+    mask = torch.zeros(2, 2, 3, 3, dtype=torch.bool)
+    mask[0, 0] = mask[1, 0] = torch.tensor(PATTERN_A, dtype=torch.bool).reshape(3, 3)
+    mask[1, 1] = torch.tensor(PATTERN_B, dtype=torch.bool).reshape(3, 3)
+    # 4 kernels -> 4 connectivity bits; 3 kept; 2 patterns -> library 2*9 = 18, ids ceil(log2 2) = 1 bit;
+    # values 12*4 = 48: 4 + 18 + 3*1 + 48 = 73
+    assert pattern_bits(mask.reshape(2, 18), 4, 9) == (73, 2, 3)
+    s = StorageModel().score(CompressedModel([record("conv", mask, bits=4)]))
+    assert s["pattern_bits"] == 73
+    # others: dense 36*4 = 144; bitmap 36 + 48 = 84; compact 2 rows x 8 cols * 4 + 2 + 18 = 84;
+    # CSR 48 + 12*ceil(log2 18)=60 + 3*ceil(log2 13)=12 -> 120;
+    # relative: gaps 1,2,2,2,12,2,2,2,4,2,1,1; b=3: one filler for 12 -> 13 * 7 = 91
+    assert (s["quantized_dense_bits"], s["bitmap_bits"], s["compact_bits"], s["csr_bits"]) == (144, 84, 84, 120)
+    assert (s["relative_index_bits"], s["layer.conv.relative_index_width_bits"]) == (91, 3)
+    assert s["layer.conv.format"] == "pattern"
+    assert s["stored_bits"] == 73
+
+
+@pytest.mark.parametrize("patterns, id_bits", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (9, 4)])
+def test_pattern_id_width(patterns, id_bits):
+    # conv (P, 1, 3, 3), kernel i keeps only position i: P distinct one-nonzero patterns
+    mask = torch.zeros(patterns, 1, 3, 3, dtype=torch.bool)
+    for i in range(patterns):
+        mask.view(patterns, 9)[i, i] = True
+    # P connectivity + P*9 library + P * ceil(log2 P) ids + P values * 8
+    expected = patterns + patterns * 9 + patterns * id_bits + patterns * 8
+    assert pattern_bits(mask.reshape(patterns, 9), 8, 9) == (expected, patterns, patterns)
+
+
+def test_pattern_fallback_for_linear_and_1x1():
+    # 1x1 conv (4, 6, 1, 1) has the same GEMM view as MASK_4x6: no kernels to pattern
+    conv1x1 = MASK_4x6.reshape(4, 6, 1, 1)
+    s = StorageModel().score(CompressedModel([record("pw", conv1x1, 4), record("fc", MASK_4x6, 4)]))
+    for name in ("pw", "fc"):
+        assert s[f"layer.{name}.pattern_bits"] == s[f"layer.{name}.bitmap_bits"] == 52
+        assert s[f"layer.{name}.pattern_format"] == "bitmap"
+        assert s[f"layer.{name}.format"] == "bitmap"  # never "pattern" where it does not apply
+        assert s[f"layer.{name}.pattern_library_size"] is None
+    assert pattern_bits(MASK_4x6, 4, 1) is None
+    assert s["pattern_bits"] == 104
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+def test_pattern_code_paths_match_reference(k):
+    # 3x3 counts patterns by bincount, 5x5 by sorting codes, 9x9 (81 bits) by packed rows
+    mask = torch.rand(6, 4, k, k, generator=torch.Generator().manual_seed(k)) < 0.3
+    mask[0, 0] = mask[1, 1] = mask[2, 2]  # repeated patterns
+    mask[3, 3] = False  # a dropped kernel
+    assert pattern_bits(mask.reshape(6, -1), 4, k * k)[0] == naive_pattern(mask, 4)
+
+
+def test_empty_conv_pattern():
+    # all kernels dropped: only the 6-bit connectivity bitmap, no library, no ids
+    assert pattern_bits(torch.zeros(2, 27, dtype=torch.bool), 4, 9) == (6, 0, 0)
 
 
 # ---------------------------------------------------------------- properties
@@ -205,23 +395,114 @@ def test_compact_of_removed_rows_and_columns(row_keep, col_keep, b):
     assert compact_bits(mask, b) == kept * b + len(row_keep) + len(col_keep)
 
 
+def naive_pattern(mask4d: torch.Tensor, value_bits: int) -> int:
+    """Reference pattern count with plain loops over kernels."""
+    f, c, kh, kw = mask4d.shape
+    library, kept, nnz = set(), 0, 0
+    for i in range(f):
+        for j in range(c):
+            kernel = tuple(bool(v) for v in mask4d[i, j].reshape(-1).tolist())
+            nnz += sum(kernel)
+            if any(kernel):
+                kept += 1
+                library.add(kernel)
+    ids = math.ceil(math.log2(len(library))) if len(library) > 1 else 0
+    return f * c + len(library) * kh * kw + kept * ids + nnz * value_bits
+
+
+@st.composite
+def conv_masks(draw):
+    f, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    # 5x5 and 9x9 reach the sort and packbits paths of pattern_bits
+    kh, kw = draw(st.sampled_from([(1, 1), (1, 3), (3, 3), (2, 2), (5, 5), (9, 9)]))
+    density = draw(st.sampled_from([0.1, 0.4, 0.8]))
+    seed = draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(f, c, kh, kw, generator=g) < density
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(masks(), st.one_of(st.none(), bits)), min_size=1, max_size=4))
+@given(masks(), bits, st.integers(1, 6))
+def test_relative_index_matches_reference(mask, b, width):
+    bits_, width_, fillers = relative_index_bits(mask, b, width)
+    ref_bits, ref_fillers, entries = naive_relative_index(mask, b, width)
+    assert (bits_, width_, fillers) == (ref_bits, width, ref_fillers)
+    assert naive_decode(entries, mask.numel()) == mask.reshape(-1).tolist()
+    nnz = int(mask.sum())
+    assert bits_ >= nnz * b
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5000), max_size=40))
+def test_filler_counts_match_the_formula(gaps):
+    counts = relative_index_filler_counts(torch.tensor(gaps, dtype=torch.int64).numpy())
+    for b in range(1, 17):
+        assert counts[b - 1] == sum(math.ceil(g / (2**b - 1)) - 1 for g in gaps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks(), bits)
+def test_optimal_width_beats_every_fixed_width(mask, b):
+    best, width, _ = relative_index_bits(mask, b)
+    assert 1 <= width <= 16
+    assert best >= int(mask.sum()) * b
+    fixed = [relative_index_bits(mask, b, w)[0] for w in range(1, 17)]
+    assert best == min(fixed)
+    assert fixed[width - 1] == best and all(f > best for f in fixed[: width - 1])  # smallest b on a tie
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks(), bits)
+def test_bitmap_and_compact_formulas(mask, b):
+    rows, cols = mask.shape
+    nnz = int(mask.sum())
+    assert bitmap_bits(mask, b) == rows * cols + nnz * b
+    kept_r = sum(1 for r in range(rows) if any(mask[r].tolist()))
+    kept_c = sum(1 for c in range(cols) if any(mask[:, c].tolist()))
+    # dense bits of the kept shape + one keep bit per row and per column
+    assert compact_bits(mask, b) == kept_r * kept_c * b + rows + cols
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_masks(), bits)
+def test_pattern_matches_reference(mask, b):
+    f, c, kh, kw = mask.shape
+    got = pattern_bits(mask.reshape(f, -1), b, kh * kw)
+    if kh * kw == 1:
+        assert got is None
+    else:
+        assert got[0] == naive_pattern(mask, b)
+        assert got[0] >= int(mask.sum()) * b
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(masks(), conv_masks()), st.one_of(st.none(), bits)), min_size=1, max_size=4))
 def test_stored_is_cheapest_format(layers):
     art = CompressedModel([record(f"l{i}", m, b) for i, (m, b) in enumerate(layers)])
     s = StorageModel().score(art)
-    assert s["stored_bits"] <= s["quantized_dense_bits"]
-    assert s["stored_bits"] <= s["csr_bits"]
-    assert s["stored_bits"] <= s["compact_bits"]
+    for key in FORMAT_BITS.values():
+        assert s["stored_bits"] <= s[key]
     assert s["csr_bits"] >= s["value_bits"]
+    assert s["relative_index_bits"] >= s["value_bits"]
     assert s["csr_bits"] == s["value_bits"] + s["csr_index_bits"]
     for i in range(len(layers)):
-        fmt = s[f"layer.l{i}.format"]
-        key = {"dense": "quantized_dense_bits", "csr": "csr_bits", "compact": "compact_bits"}[fmt]
-        assert s[f"layer.l{i}.stored_bits"] == s[f"layer.l{i}.{key}"]
+        layer = f"layer.l{i}"
+        fmt = s[f"{layer}.format"]
+        assert fmt in FORMATS
+        assert s[f"{layer}.stored_bits"] == s[f"{layer}.{FORMAT_BITS[fmt]}"]
+        for key in FORMAT_BITS.values():
+            assert s[f"{layer}.stored_bits"] <= s[f"{layer}.{key}"]
+        if s[f"{layer}.pattern_format"] != "pattern":
+            other = s[f"{layer}.pattern_format"]
+            assert s[f"{layer}.pattern_bits"] == s[f"{layer}.{FORMAT_BITS[other]}"] == s[f"{layer}.stored_bits"]
     for key, value in s.items():
         assert value is None or isinstance(value, (int, float, str)), key
+        assert not isinstance(value, bool), key
         assert not (isinstance(value, float) and math.isinf(value)), key
+
+
+def test_layer_storage_accepts_numpy_and_torch():
+    assert layer_storage(MASK_4x6, 4) == layer_storage(MASK_4x6.numpy(), 4) == layer_storage(MASK_4x6.int(), 4)
 
 
 # ------------------------------------------------------------ real artifacts
