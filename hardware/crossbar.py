@@ -64,6 +64,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from prunebench.interfaces import Figure, HardwareModel
@@ -136,18 +137,24 @@ def map_matrix(xbar: torch.Tensor, rows: int, cols: int, cols_per_adc: int, *, c
     rows, mapped columns and ADCs serving mapped columns, plus the most
     mapped rows in one tile.
     """
-    m = xbar.bool()
+    # numpy: boolean reductions over large masks are several times faster than torch's on CPU
     if compact:
-        m = m[m.any(dim=1)][:, m.any(dim=0)]
-    n_in, n_out = m.shape
+        m = np.ascontiguousarray(xbar.bool().numpy())
+        rows_alive, cols_alive = m.any(axis=1), m.any(axis=0)
+        if not (rows_alive.all() and cols_alive.all()):  # skip the copy when nothing is removable
+            m = m.compress(rows_alive, axis=0).compress(cols_alive, axis=1)
+        n_in, n_out = m.shape
+    else:
+        n_in, n_out = xbar.shape
     empty = {"tiles": 0, "mapped_cells": 0, "mapped_rows": 0, "mapped_cols": 0, "active_adcs": 0, "max_tile_rows": 0}
     if n_in == 0 or n_out == 0:
         return empty
     br, bc = math.ceil(n_in / rows), math.ceil(n_out / cols)
     if compact:
-        padded = torch.zeros(br * rows, bc * cols, dtype=torch.bool)
-        padded[:n_in, :n_out] = m
-        used = padded.view(br, rows, bc, cols).any(dim=3).any(dim=1)
+        # nonzeros per tile by summing row bands then column bands (partial edge tiles included)
+        counts = np.add.reduceat(np.add.reduceat(m, np.arange(0, n_in, rows), axis=0, dtype=np.int64),
+                                 np.arange(0, n_out, cols), axis=1)
+        used = torch.from_numpy(counts > 0)
     else:
         used = torch.ones(br, bc, dtype=torch.bool)
     if not bool(used.any()):
@@ -314,8 +321,9 @@ class CrossbarModel(HardwareModel):
                 sparse[k] += s[k]
                 dense[k] += d[k]
             max_rows = max(max_rows, s["max_tile_rows"])
-            mapped_in += int(xbar.any(dim=1).sum())
-            mapped_out += int(xbar.any(dim=0).sum())
+            xb = xbar.numpy()
+            mapped_in += int(xb.any(axis=1).sum())
+            mapped_out += int(xb.any(axis=0).sum())
 
         crossbars = sparse["tiles"] * copies
         dense_crossbars = dense["tiles"] * dense_copies

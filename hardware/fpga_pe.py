@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
 from prunebench.interfaces import Figure, HardwareModel
@@ -72,12 +73,18 @@ def pe_work(row_work: torch.Tensor, pes: int, assignment: str) -> torch.Tensor:
 
 def single_magnitude_rows(weight2d: torch.Tensor, mask2d: torch.Tensor) -> bool:
     """True when every row's nonzero weights share one |value| (binary/ternary)."""
-    mag = weight2d.abs().to(torch.float64)
-    m = mask2d.bool()
-    hi = torch.where(m, mag, torch.full_like(mag, -math.inf)).amax(dim=1)
-    lo = torch.where(m, mag, torch.full_like(mag, math.inf)).amin(dim=1)
-    kept = m.any(dim=1)
-    return bool(torch.equal(hi[kept], lo[kept]))
+    # numpy: masked row extrema over large layers are several times faster than torch's on CPU
+    mag = np.abs(weight2d.detach().cpu().numpy())
+    m = mask2d.bool().cpu().numpy()
+    kept_rows = np.flatnonzero(m.any(axis=1))
+    if kept_rows.size:  # most layers fail on their first kept row: decide without the full pass
+        first = mag[kept_rows[0]][m[kept_rows[0]]]
+        if first.max() != first.min():
+            return False
+    hi = np.where(m, mag, -np.inf).max(axis=1)
+    lo = np.where(m, mag, np.inf).min(axis=1)
+    kept = m.any(axis=1)
+    return bool(np.array_equal(hi[kept], lo[kept]))
 
 
 _TOTALS = ("work_ops", "max_pe_work_ops", "cycles", "dense_cycles", "multiplies", "additions", "dense_macs")
@@ -122,7 +129,7 @@ class FpgaPeModel(HardwareModel):
             raise ValueError(f"layer {layer.name!r}: mask has {layer.mask.numel()} entries, weight shape {layer.weight_shape}")
         mask = layer.mask.reshape(f_out, k_in).bool()
         positions = int(layer.output_positions)
-        row_nnz = mask.sum(dim=1).to(torch.int64)
+        row_nnz = torch.from_numpy(np.count_nonzero(mask.cpu().numpy(), axis=1).astype(np.int64))
         kept = row_nnz > 0
         mapped = row_nnz[kept] if c.drop_empty_filters else row_nnz
         work = pe_work(mapped * positions, c.pes, c.assignment)

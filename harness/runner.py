@@ -120,10 +120,13 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         weight_bits=quant.bits if quant is not None else None,
         model_name=task.describe().get("model", ""),
     )
-    hardware = {}
+    hardware, hardware_versions = {}, {}
     for name in suite.hardware:
-        hw = registry.hardware_models.get(name)(suite.hardware_config(name))
-        hardware[name] = hw.score(artifact, model=model, example_input=task.example_input())
+        hw_cls = registry.hardware_models.get(name)
+        hardware[name] = hw_cls(suite.hardware_config(name)).score(
+            artifact, model=model, example_input=task.example_input()
+        )
+        hardware_versions[name] = hw_cls.version
     return {
         "target": {"rate": rate, "structure": str(structure),
                    "quantization": to_plain(quant) if quant else None, "layers": list(layers)},
@@ -134,6 +137,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "total_weights": check.total_weights,
         "levels_per_layer": dict(check.levels_per_layer),
         "hardware": hardware,
+        "hardware_versions": hardware_versions,
         "epochs_spent": trainer.epochs_spent,
         "method_info": _jsonable(info),
     }
