@@ -23,7 +23,7 @@ from .baseline import DenseBaseline, dense_baseline
 from .config import to_plain
 from .interfaces import DatasetUnavailable, Task
 from .protocols import SearchStep, search_max_rate
-from .quant import quantize_uniform_
+from .quant import quantize_
 from .results import ResultStore, environment_info
 from .suite import RunPoint, Suite
 from .target import Quantization, Structure, Target
@@ -144,13 +144,10 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
 
 
 def _standard_quantize(model, layers, quant: Quantization) -> None:
-    if quant.scheme != "uniform":
-        raise ValueError(
-            f"the standard quantizer is uniform; quantization scheme {quant.scheme!r} needs a method that quantizes itself"
-        )
+    """The suite's quantizer on top of a prune-only method: zeros stay zero."""
     modules = dict(model.named_modules())
     for name in layers:
-        quantize_uniform_(modules[name].weight.data, quant.bits)
+        quantize_(modules[name].weight.data, quant)
 
 
 def _jsonable(value: Any) -> Any:

@@ -93,6 +93,8 @@ class Quantization:
         """Most distinct values (zero included) a layer may hold."""
         if self.scheme == "levels":
             return len(set(self.levels or ())) + 1
+        if self.scheme in ("binary", "ternary"):
+            return 3  # +-a and the zero of pruned weights
         return 2**self.bits
 
 

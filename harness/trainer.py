@@ -142,7 +142,8 @@ class Trainer:
                 f"{self.budget_epochs:g}-epoch budget left"
             )
         per_epoch = self.task.steps_per_epoch()
-        total_steps = max(1, round(epochs * per_epoch))
+        # whole steps, never more than asked: repeated small fits must not drift past the budget
+        total_steps = max(1, math.floor(epochs * per_epoch + 1e-6))
         if self.budget_epochs is not None:  # rounding to whole steps must not overspend
             total_steps = min(total_steps, max(1, math.floor(self.epochs_left * per_epoch + 1e-6)))
         cfg = self.optimizer_config
