@@ -73,6 +73,8 @@ class Method(_Plugin):
     #: otherwise the suite's standard quantizer runs after it.  A method may
     #: make this a property of its config (e.g. prune-only or joint).
     quantizes: bool = False
+    #: Quantization schemes the method produces when it quantizes itself.
+    quantization_schemes: ClassVar[tuple[str, ...]] = ("uniform",)
 
     @abc.abstractmethod
     def compress(self, model: nn.Module, target: "Target", trainer: "Trainer") -> Mapping[str, Any] | None:

@@ -160,6 +160,18 @@ def magnitude_masks(
             n_groups = sc[n].numel()
             k = max(1, math.floor(n_groups * fraction + 1e-9)) if kind != "unstructured" else math.floor(n_groups * fraction + 1e-9)
             keep[n] = keep_top(sc[n], k)
+        # the one-group floor may overshoot the budget: drop the weakest extra groups (normalised score)
+        kept = sum(int(keep[n].sum()) * group_size[n] for n in names)
+        if kept > keep_weights:
+            cand = [(float(sc[n][i]) / math.sqrt(group_size[n]), j, n, int(i))
+                    for j, n in enumerate(names) if int(keep[n].sum()) > 1
+                    for i in torch.nonzero(keep[n]).flatten().tolist()]
+            for _, _, n, i in sorted(cand):
+                if kept <= keep_weights:
+                    break
+                if int(keep[n].sum()) > 1:
+                    keep[n][i] = False
+                    kept -= group_size[n]
     else:
         normalised = torch.cat([sc[n] / math.sqrt(group_size[n]) for n in names])
         sizes = torch.cat([torch.full((sc[n].numel(),), group_size[n], dtype=torch.long) for n in names])

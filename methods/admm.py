@@ -134,6 +134,7 @@ class ADMM(Method):
     Config = ADMMConfig
     version = "1"
     structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
+    quantization_schemes = ("uniform", "pow2", "ternary", "binary", "levels")
 
     @property
     def quantizes(self) -> bool:  # type: ignore[override]
@@ -267,6 +268,7 @@ class MemristorADMM(ADMM):
     Config = MemristorConfig
     version = "1"
     structures = ("block",)
+    quantization_schemes = ("levels",)
 
     def compress(self, model, target, trainer):
         info = super().compress(model, target, trainer)

@@ -36,6 +36,9 @@ def fake_dists(tmp_path, monkeypatch):
 
 pytest_plugins = ["pytester"]
 
+# the example plugin's own tests run only once it is installed (test_example_plugin.py does that)
+collect_ignore = ["example_plugin"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

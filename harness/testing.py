@@ -1,0 +1,246 @@
+"""Conformance kit for method plugins.
+
+Subclass ``MethodConformance`` in your own test file, naming your method::
+
+    from prunebench.testing import MethodConformance
+
+    class TestMyMethod(MethodConformance):
+        method = "my_method"          # the entry-point name
+        config = None                 # or an instance of your method's Config
+
+pytest then checks, on a tiny CNN (3x3 convolutions, synthetic data, seconds
+on a CPU), that the method
+
+- meets its target for every structure it declares (``Method.structures``)
+  and, if it quantizes, every scheme it declares (``Method.quantization_schemes``),
+  as the harness verifies it (sparsity, structure, levels);
+- stays inside the epoch budget;
+- is deterministic under a seed;
+- leaves layers that are not in ``target.layers`` uncompressed (no new zeros,
+  not quantized).
+
+Class attributes tune the checks (``rate``, ``budget_epochs``, ``bits``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import registry
+from .interfaces import Method, NoConfig, Task
+from .projections import nm_slots
+from .quant import quantize_
+from .target import Quantization, Structure, Target
+from .trainer import OptimizerConfig, Trainer
+from .verify import verify
+
+__all__ = ["MethodConformance", "TinyTask", "SPELLINGS", "SCHEMES"]
+
+#: a concrete suite spelling for every structure kind
+SPELLINGS = {
+    "unstructured": "unstructured",
+    "filter": "filter",
+    "channel": "channel",
+    "column": "column",
+    "kernel": "kernel",
+    "pattern": "pattern",
+    "block": "block:4x4",
+    "pe": "pe:4",
+    "nm": "2:4",
+}
+#: a concrete quantization for every scheme
+SCHEMES = {
+    "uniform": Quantization(4, "uniform"),
+    "pow2": Quantization(4, "pow2"),
+    "ternary": Quantization(2, "ternary"),
+    "binary": Quantization(1, "binary"),
+    "levels": Quantization(3, "levels", levels=(-0.1, -0.05, -0.02, 0.02, 0.05, 0.1)),
+}
+
+
+class _TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 6 * 6, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class TinyTask(Task):
+    """10-class synthetic images (1x12x12): class patterns plus noise; 512 train, 256 test."""
+
+    Config = NoConfig
+    primary_metric = "top1"
+    batch_size = 64
+
+    def prepare(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        patterns = torch.rand(10, 1, 12, 12, generator=gen)
+
+        def split(n, seed):
+            g = torch.Generator().manual_seed(seed)
+            y = torch.arange(n) % 10
+            return (patterns[y] + 0.3 * torch.randn(n, 1, 12, 12, generator=g)).to(self.device), y.to(self.device)
+
+        self.train_x, self.train_y = split(512, 1)
+        self.test_x, self.test_y = split(256, 2)
+
+    def build_model(self) -> nn.Module:
+        return _TinyNet().to(self.device)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.train_x.shape[0] / self.batch_size)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
+        order = torch.randperm(self.train_x.shape[0], generator=generator).to(self.device)
+        for i in range(0, order.numel(), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.train_x[idx], self.train_y[idx]
+
+    def loss(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict:
+        was = model.training
+        model.eval()
+        acc = (model(self.test_x).argmax(1) == self.test_y).float().mean().item() * 100
+        model.train(was)
+        return {"top1": acc}
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, 1, 12, 12, device=self.device)
+
+
+class MethodConformance:
+    """Base test class: set ``method`` (entry-point name) or ``method_class``."""
+
+    method: ClassVar[str | None] = None
+    method_class: ClassVar[type[Method] | None] = None
+    config: ClassVar[Any] = None
+    rate: ClassVar[float] = 4.0
+    budget_epochs: ClassVar[float] = 2.0
+    #: bits of the standard quantizer applied on top of a prune-only method
+    bits: ClassVar[int] = 4
+    #: compressible layers; fc2 stays out and must stay uncompressed
+    layers: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "fc1")
+
+    _dense_cache: ClassVar[dict] = {}
+
+    # ------------------------------------------------------------ plumbing
+    @classmethod
+    def _method_cls(cls) -> type[Method]:
+        if cls.method_class is not None:
+            return cls.method_class
+        if cls.method is None:
+            raise TypeError(f"{cls.__name__}: set `method` (entry-point name) or `method_class`")
+        return registry.methods.get(cls.method)
+
+    def _make(self) -> Method:
+        return self._method_cls()(self.config)
+
+    @classmethod
+    def _task(cls) -> TinyTask:
+        if "task" not in cls._dense_cache:
+            task = TinyTask()
+            task.prepare()
+            torch.manual_seed(0)
+            model = task.build_model()
+            Trainer(task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(15)
+            cls._dense_cache["task"] = task
+            cls._dense_cache["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return cls._dense_cache["task"]
+
+    def _cases(self) -> list[tuple[str, str | None]]:
+        method = self._make()
+        structures = [SPELLINGS[k] for k in self._method_cls().structures]
+        schemes = list(getattr(method, "quantization_schemes", ("uniform",))) if method.quantizes else [None]
+        return [(s, q) for s in structures for q in schemes]
+
+    def pytest_generate_tests(self, metafunc):
+        if "case" in metafunc.fixturenames:
+            cases = self._cases()
+            metafunc.parametrize("case", cases, ids=[f"{s}-{q or 'standard-quantizer'}" for s, q in cases])
+
+    _runs: ClassVar[dict] = {}
+
+    def run_method(self, structure: str, scheme: str | None, seed: int = 0, *, fresh: bool = False):
+        """Compress the tiny dense model as the harness would; returns (model, target, trainer, info).
+
+        Runs are shared between the checks of one case (``fresh`` forces a new run)."""
+        key = (type(self).__name__, structure, scheme, seed)
+        if fresh or key not in self._runs:
+            self._runs[key] = self._run(structure, scheme, seed)
+        return self._runs[key]
+
+    def _run(self, structure: str, scheme: str | None, seed: int):
+        task = self._task()
+        torch.manual_seed(seed)
+        model = task.build_model()
+        model.load_state_dict(self._dense_cache["state"])
+        method = self._make()
+        st = Structure.parse(structure)
+        rate = self.rate
+        if st.kind == "nm":  # N:M fixes the rate: what the format stores for these layers
+            shapes = {n: m.weight.shape for n, m in model.named_modules() if n in self.layers}
+            total = sum(math.prod(s) for s in shapes.values())
+            rate = total / sum(nm_slots(s, *st.params) for s in shapes.values())
+        quant = SCHEMES[scheme] if scheme else Quantization(self.bits)
+        target = Target(layers=self.layers, structure=st, rate=rate, quantization=quant if method.quantizes else None)
+        trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=self.budget_epochs,
+                          seed=seed, progress=False)
+        info = method.compress(model, target, trainer)
+        if not method.quantizes:
+            modules = dict(model.named_modules())
+            for name in self.layers:
+                quantize_(modules[name].weight.data, quant)
+        checked = Target(layers=target.layers, structure=st, rate=rate, quantization=quant)
+        return model, checked, trainer, info
+
+    # --------------------------------------------------------------- checks
+    def test_declares_what_it_does(self):
+        cls = self._method_cls()
+        assert cls.structures, "a method must declare at least one structure"
+        unknown = [k for k in cls.structures if k not in SPELLINGS]
+        assert not unknown, f"unknown structure kinds declared: {unknown}"
+        method = self._make()
+        if method.quantizes:
+            schemes = getattr(method, "quantization_schemes", ("uniform",))
+            assert all(s in SCHEMES for s in schemes), f"unknown quantization schemes declared: {schemes}"
+
+    def test_meets_target(self, case):
+        structure, scheme = case
+        model, target, trainer, _ = self.run_method(structure, scheme)
+        verify(model, target, method=self.method or self._method_cls().__name__)
+
+    def test_stays_inside_budget(self, case):
+        structure, scheme = case
+        _, _, trainer, _ = self.run_method(structure, scheme)
+        assert trainer.epochs_spent <= self.budget_epochs + 1e-9
+
+    def test_deterministic_under_a_seed(self, case):
+        structure, scheme = case
+        a = self.run_method(structure, scheme)[0]
+        b = self.run_method(structure, scheme, fresh=True)[0]
+        for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+            assert torch.equal(pa, pb), f"parameter {name} differs between two runs with the same seed"
+
+    def test_unlisted_layers_stay_uncompressed(self, case):
+        structure, scheme = case
+        model, _, _, _ = self.run_method(structure, scheme)
+        dense_w = self._dense_cache["state"]["fc2.weight"]
+        w = model.fc2.weight.detach()
+        assert int((w == 0).sum()) <= int((dense_w == 0).sum()), "fc2 is not in target.layers but was pruned"
+        assert torch.unique(w).numel() > 2**8, "fc2 is not in target.layers but was quantized"
