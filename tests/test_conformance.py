@@ -21,3 +21,19 @@ class TestADMM(MethodConformance):
 class TestADMMMemristor(MethodConformance):
     method = "admm_memristor"
     config = MemristorConfig(stages=1, iterations=2, quant_iterations=1, mapping_rounds=2, mismatch_trials=1)
+
+
+class TestPattern(MethodConformance):
+    method = "pattern"
+
+
+class TestPETernary(MethodConformance):
+    method = "pe_ternary"
+
+
+class TestSLR(MethodConformance):
+    method = "slr"
+
+
+class TestAutoPrune(MethodConformance):
+    method = "autoprune"

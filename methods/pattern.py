@@ -1,0 +1,147 @@
+"""Pattern + connectivity pruning in the PatDNN / ClickTrain line.
+
+PatDNN (arXiv 2001.00138) prunes every kept 3x3 kernel to one pattern of a
+small library (4 of 9 weights, centre always kept) and removes whole kernels
+(connectivity pruning) to reach the rate; ClickTrain (arXiv 2011.10170) does
+the same during training.  Here, on the suite's dense model:
+
+1. the library: ``library_size`` patterns distilled from the trained 3x3
+   kernels of the target layers (each kernel votes for its centre plus its 3
+   largest other |w|; :func:`prunebench.projections.pattern_library_pdnn`),
+   one library shared by all layers and fixed from then on;
+2. ADMM regularisation towards the pattern set ("extended ADMM" in PatDNN):
+   SGD on loss + rho/2 ||W - Z + U||^2 with Z = Proj(W + U), Proj the shared
+   projection for structure ``pattern`` with that library (best pattern per
+   kernel, then the kernels with the most kept energy within the budget),
+   rho growing by ``rho_multiplier`` per stage;
+3. hard projection, then masked retraining.
+
+Non-3x3 layers (1x1 or 7x7 convs, linear layers) get connectivity pruning
+only, the shared library's rule.  With the suite structure ``kernel`` the
+same loop runs without patterns (connectivity only).  Prune-only: the
+suite's quantizer runs afterwards.  What PatDNN's compiler passes (kernel
+reordering, compact storage) gain is for the hardware models to score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunebench import KeepMasked, Method
+from prunebench.methods.admm import _fit, _Penalty, _short
+from prunebench.projections import PATTERN_LIMITS, pattern_library_pdnn, project_masks
+
+__all__ = ["PatternPruning", "PatternConfig"]
+
+# The harness allows at most this many distinct 4-of-9 patterns per layer.
+_MAX_LIBRARY = PATTERN_LIMITS[4]
+
+
+@dataclass(frozen=True)
+class PatternConfig:
+    #: patterns in the shared library (PatDNN uses 6-12, 8 typical; the harness caps 4-of-9 layers at 8)
+    library_size: int = 8
+    rho: float = 1e-2
+    rho_multiplier: float = 10.0
+    stages: int = 3
+    #: ADMM iterations (Z/U updates) per stage
+    iterations: int = 2
+    #: budget split between ADMM regularisation and masked retraining (normalised)
+    admm_share: float = 0.7
+    retrain_share: float = 0.3
+    allocation: str = "global"
+
+    def __post_init__(self):
+        if not (isinstance(self.library_size, int) and 1 <= self.library_size <= _MAX_LIBRARY):
+            raise ValueError(
+                f"library_size must be an integer in 1..{_MAX_LIBRARY} (the harness allows at most "
+                f"{_MAX_LIBRARY} distinct 4-of-9 patterns per layer), got {self.library_size!r}"
+            )
+        for name in ("rho", "rho_multiplier"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("stages", "iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("admm_share", "retrain_share"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.admm_share + self.retrain_share <= 0:
+            raise ValueError(
+                f"admm_share + retrain_share must be > 0, got {self.admm_share!r} + {self.retrain_share!r}"
+            )
+        if self.allocation not in ("global", "uniform"):
+            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
+
+
+def _is_3x3(w: torch.Tensor) -> bool:
+    return w.dim() == 4 and tuple(w.shape[2:]) == (3, 3)
+
+
+class PatternPruning(Method):
+    """PatDNN-style pattern + connectivity pruning by ADMM on the shared projections."""
+
+    Config = PatternConfig
+    version = "1"
+    structures = ("pattern", "kernel")
+    quantizes = False
+
+    def compress(self, model, target, trainer):
+        cfg = self.config
+        kind = target.structure.kind
+        if kind not in self.structures:
+            raise ValueError(f"pattern pruning produces structure 'pattern' or 'kernel', got {target.structure}")
+        modules = dict(model.named_modules())
+        params = {n: modules[n].weight for n in target.layers}
+        keep = target.keep_budget({n: p.numel() for n, p in params.items()})
+
+        kernels = [p.detach() for p in params.values() if _is_3x3(p)]
+        # distilled once from the trained kernels, then fixed (PatDNN's pattern distillation)
+        library = pattern_library_pdnn(kernels, size=cfg.library_size) if kind == "pattern" and kernels else None
+
+        def masks_of(weights):
+            return project_masks(weights, target.structure, keep, allocation=cfg.allocation,
+                                 pattern_library=library)
+
+        def projection(weights):
+            m = masks_of(weights)
+            return {n: weights[n] * m[n] for n in weights}
+
+        shares = cfg.admm_share + cfg.retrain_share
+        admm_epochs = trainer.epochs_left * cfg.admm_share / shares
+        retrain_epochs = trainer.epochs_left * cfg.retrain_share / shares
+        info: dict = {
+            "library": [] if library is None else library.reshape(-1, 9).int().tolist(),
+            "residuals": [],
+        }
+
+        if cfg.admm_share > 0:
+            penalty = _Penalty(params, cfg.rho)
+            penalty.z = projection({n: p.detach() for n, p in params.items()})
+            period = admm_epochs / (cfg.stages * cfg.iterations)
+            for stage in range(cfg.stages):
+                for it in range(cfg.iterations):
+                    _fit(trainer, period, penalty=penalty)
+                    res = penalty.update(projection)
+                    info["residuals"].append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
+                penalty.rho *= cfg.rho_multiplier
+
+        with torch.no_grad():
+            masks = masks_of({n: p.detach() for n, p in params.items()})
+            for n, p in params.items():
+                p.mul_(masks[n])
+        info["hard_prune_metrics"] = _short(trainer.evaluate())
+        _fit(trainer, retrain_epochs, callbacks=[KeepMasked(masks)])
+
+        info["kernels_kept"] = {}
+        info["patterns_used"] = {}
+        for n, m in masks.items():
+            if m.dim() == 4:
+                per_kernel = m.reshape(m.shape[0] * m.shape[1], -1)
+                alive = per_kernel.any(dim=1)
+                info["kernels_kept"][n] = [int(alive.sum()), int(alive.numel())]
+                if library is not None and _is_3x3(m):
+                    info["patterns_used"][n] = int(torch.unique(per_kernel[alive], dim=0).shape[0])
+        return info

@@ -1,0 +1,311 @@
+"""Surrogate Lagrangian Relaxation (SLR) pruning (arXiv 2012.10079, arXiv 2304.04120).
+
+Problem, for the target layers i with constraint sets S_i (whole groups of the
+target structure, at most ``keep`` weights over all layers):
+
+    min f(W) + sum_i g_i(Z_i)  s.t.  W_i = Z_i          (g_i: indicator of S_i)
+
+relaxed with multipliers Lambda and a quadratic term,
+
+    L(W, Z, Lambda) = f(W) + sum_i <Lambda_i, W_i - Z_i> + rho/2 ||W_i - Z_i||^2.
+
+With the scaled multiplier U = Lambda / rho the W-step loss is the task loss
+plus rho/2 ||W - Z + U||^2, which equals the relaxed terms above plus the
+constant ||Lambda||^2 / (2 rho).  One SLR iteration per chunk of training:
+
+1. W-step: ``trainer.fit`` on the chunk with that penalty, Z^{k-1} fixed.
+2. Condition 1, L(W^k, Z^{k-1}, Lambda) < L(W^{k-1}, Z^{k-1}, Lambda): if it
+   holds, update the stepsize and Lambda += s (W^k - Z^{k-1}).
+3. Z-step: Z^k = Proj(W^k + Lambda / rho), always taken.
+4. Condition 2, L(W^k, Z^k, Lambda) < L(W^k, Z^{k-1}, Lambda): if it holds,
+   update the stepsize and Lambda += s (W^k - Z^k).
+
+How L is evaluated (exactly):
+
+- g_i(Z_i) is 0 in both sides of every comparison (Z is always a projection).
+- f(W^k) is the mean *task* loss over the last epoch of the chunk that
+  produced W^k: ``FitReport.epoch_losses[-1]`` (task loss + penalty, averaged
+  over that epoch's steps) minus the mean penalty value over the same steps,
+  which the penalty object records.  It is a running average while W moves,
+  not the loss at the final W^k; like the authors' code (epoch-average CE) it
+  costs no extra pass over the data.
+- Condition 1 compares with the previous iterate W^{k-1} (a snapshot) and
+  its own recorded f, both terms under the current Lambda and Z^{k-1}.  On
+  the first iteration f(W^0) is unknown (it would cost a data pass), so the
+  update is taken unconditionally, as in the authors' code (k == 1).
+- Condition 2 has the same W^k on both sides, so f cancels and the test is
+  exact: only the relaxed terms differ.  (The authors' code adds ce - ce_prev
+  here; we follow the paper's definition.)
+
+Stepsize: s_k = alpha_k s_{k-1} n_{k-1} / n_k with alpha_k = 1 - 1/(M k^(1 -
+1/k^r)), where n is the norm of the subgradient (W - Z) a multiplier update
+uses, summed over layers (sum of per-layer Frobenius norms, as in the
+authors' code), and n_{k-1} belongs to the previous *accepted* update.  k
+starts at 1 and advances only when a condition holds; alpha_k uses k before
+it advances.  The first accepted update uses s0 (there is no previous
+subgradient); the stepsize is also kept when either norm is 0.
+
+Budget: the budget's whole steps are split into the masked retrain
+(floor(steps * ``retrain_share``)) and the SLR share; the SLR share is cut
+into ``iterations`` chunks of whole steps, or, by default, into
+floor(share / ``period_epochs``) chunks (``period_epochs`` defaults to 1
+epoch, the authors' once-per-epoch update): at least one chunk, at least
+one step per chunk.  So the method never spends more than the budget.
+
+After the SLR iterations: hard pruning W = Proj(W), evaluated with no
+retraining (``hard_prune_metrics``: SLR's retrain-free claim), then an
+optional masked retrain on ``retrain_share`` of the budget.
+
+``target_accuracy``: after every SLR iteration (and after the retrain) a
+hard-pruned *copy* of the weights is evaluated (project, evaluate, restore);
+``epochs_to_target`` is the epochs this method had spent when the task's
+primary metric first reached it.  Those evaluations cost evaluation passes,
+never training budget.
+
+Prune-only (``quantizes = False``): the authors' SLR quantization code is
+not reproduced; the harness's standard quantizer runs on the pruned weights.  Every
+projection is the shared library's (``prunebench.projections``); for the
+``pattern`` structure SLR's 5-of-9 library is used by default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from prunebench import Callback, KeepMasked, Method
+from prunebench.projections import PATTERNS_SLR_5OF9, project_masks
+
+__all__ = ["SLR", "SLRConfig", "slr_alpha"]
+
+
+@dataclass(frozen=True)
+class SLRConfig:
+    #: quadratic penalty of the relaxed Lagrangian (authors' default)
+    rho: float = 0.1
+    #: initial multiplier stepsize s0 and the alpha_k constants M > 1, 0 < r < 1
+    s0: float = 0.01
+    M: float = 300.0
+    r: float = 0.1
+    #: epochs per SLR iteration; None with iterations None means 1 (the authors' once per epoch)
+    period_epochs: float | None = None
+    #: number of SLR iterations (the SLR share is split evenly); exclusive with period_epochs
+    iterations: int | None = None
+    #: fraction of the budget for masked retraining after hard pruning (0 disables it)
+    retrain_share: float = 0.2
+    allocation: str = "global"
+    #: 3x3 pattern library for the pattern structure: "slr" (13 5-of-9 masks) or "pdnn" (distilled 4-of-9)
+    pattern_library: str = "slr"
+    #: primary-metric value (task units, e.g. top1 in %) for ``epochs_to_target``; None disables
+    target_accuracy: float | None = None
+
+    def __post_init__(self):
+        for name in ("rho", "s0"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.M > 1:
+            raise ValueError(f"M must be > 1, got {self.M!r}")
+        if not 0 < self.r < 1:
+            raise ValueError(f"r must be in (0, 1), got {self.r!r}")
+        if self.period_epochs is not None and not (self.period_epochs > 0 and math.isfinite(self.period_epochs)):
+            raise ValueError(f"period_epochs must be a positive number, got {self.period_epochs!r}")
+        if self.iterations is not None and not (isinstance(self.iterations, int) and self.iterations >= 1):
+            raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
+        if self.period_epochs is not None and self.iterations is not None:
+            raise ValueError(
+                f"set at most one of period_epochs and iterations, got {self.period_epochs!r} and {self.iterations!r}"
+            )
+        if not 0 <= self.retrain_share < 1:
+            raise ValueError(f"retrain_share must be in [0, 1), got {self.retrain_share!r}")
+        if self.allocation not in ("global", "uniform"):
+            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
+        if self.pattern_library not in ("slr", "pdnn"):
+            raise ValueError(f"pattern_library must be 'slr' or 'pdnn', got {self.pattern_library!r}")
+        if self.target_accuracy is not None and not math.isfinite(self.target_accuracy):
+            raise ValueError(f"target_accuracy must be a finite number or None, got {self.target_accuracy!r}")
+
+
+def slr_alpha(k: int, M: float, r: float) -> float:
+    """alpha_k = 1 - 1 / (M * k^(1 - 1/k^r))."""
+    return 1.0 - 1.0 / (M * k ** (1.0 - 1.0 / k**r))
+
+
+class _SLRState(Callback):
+    """Z, Lambda, stepsize and counter k; also the trainer penalty (and a callback
+    recording the penalty's per-epoch mean, so f can be separated from it)."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], rho: float, s0: float, M: float, r: float):
+        self.params = params
+        self.rho, self.M, self.r = rho, M, r
+        self.s = s0
+        self.k = 1
+        self.prev_norm: float | None = None  # subgradient norm of the last accepted update
+        self.z = {n: p.detach().clone() for n, p in params.items()}
+        self.lam = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        self._acc: torch.Tensor | float = 0.0
+        self._count = 0
+        self.epoch_penalty: list[float] = []
+
+    # --- penalty and its bookkeeping
+    def __call__(self, model) -> torch.Tensor:
+        total = 0.0
+        for n, p in self.params.items():
+            total = total + ((p - self.z[n] + self.lam[n] / self.rho) ** 2).sum()
+        value = 0.5 * self.rho * total
+        self._acc = self._acc + value.detach()
+        self._count += 1
+        return value
+
+    def after_epoch(self, trainer, epoch, mean_loss):
+        self.epoch_penalty.append(float(self._acc) / max(self._count, 1))
+        self._acc, self._count = 0.0, 0
+
+    # --- relaxed Lagrangian and multiplier update
+    @torch.no_grad()
+    def relaxed(self, w: dict[str, torch.Tensor], z: dict[str, torch.Tensor]) -> float:
+        """sum_i <Lambda_i, W_i - Z_i> + rho/2 ||W_i - Z_i||^2 (L without f), in float64."""
+        total = 0.0
+        for n in self.params:
+            d = w[n].double() - z[n].double()
+            total += float((self.lam[n].double() * d).sum()) + 0.5 * self.rho * float((d * d).sum())
+        return total
+
+    @torch.no_grad()
+    def multiplier_step(self, w: dict[str, torch.Tensor], z: dict[str, torch.Tensor]) -> float | None:
+        """Stepsize update, k += 1, Lambda += s (W - Z); returns alpha (None when s was kept)."""
+        g = {n: w[n].float() - z[n].float() for n in self.params}
+        norm = sum(float(g[n].norm()) for n in self.params)
+        alpha = None
+        if self.prev_norm is not None and self.prev_norm > 0 and norm > 0:
+            alpha = slr_alpha(self.k, self.M, self.r)
+            self.s = alpha * self.s * self.prev_norm / norm
+        self.k += 1
+        for n in self.params:
+            self.lam[n] += self.s * g[n]
+        self.prev_norm = norm
+        return alpha
+
+    @torch.no_grad()
+    def iterate(self, w, f: float, w_prev, f_prev: float | None, project) -> dict:
+        """Conditions, multiplier updates and the Z-step after a W-step that gave
+        ``w`` with epoch-average task loss ``f``; ``project`` is Proj."""
+        z_old = self.z
+        # condition 1: same Z^{k-1} and Lambda on both sides; forced on the first iteration
+        lag1_new = f + self.relaxed(w, z_old)
+        lag1_old = None if f_prev is None else f_prev + self.relaxed(w_prev, z_old)
+        cond1 = lag1_old is None or lag1_new < lag1_old
+        alpha1 = self.multiplier_step(w, z_old) if cond1 else None
+        s1 = self.s
+        z_new = project({n: w[n] + self.lam[n] / self.rho for n in self.params})
+        # condition 2: f(W^k) is on both sides and cancels
+        lag2_new, lag2_old = self.relaxed(w, z_new), self.relaxed(w, z_old)
+        cond2 = lag2_new < lag2_old
+        alpha2 = self.multiplier_step(w, z_new) if cond2 else None
+        self.z = z_new
+        primal = math.sqrt(sum(float(((w[n] - z_new[n]) ** 2).sum()) for n in self.params))
+        dual = self.rho * math.sqrt(sum(float(((z_new[n] - z_old[n]) ** 2).sum()) for n in self.params))
+        return {
+            "cond1": bool(cond1), "cond1_forced": lag1_old is None, "cond2": bool(cond2),
+            "lagrangian1": [lag1_new, lag1_old], "lagrangian2_relaxed": [lag2_new, lag2_old],
+            "alpha1": alpha1, "alpha2": alpha2, "s_after_cond1": s1, "s": self.s, "k": self.k,
+            "primal_residual": primal, "dual_residual": dual,
+        }
+
+
+class SLR(Method):
+    """SLR pruning (arXiv 2012.10079): any structure of the projection library, prune-only."""
+
+    Config = SLRConfig
+    version = "1"
+    structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
+    quantizes = False
+
+    def compress(self, model, target, trainer):
+        cfg = self.config
+        if not math.isfinite(trainer.epochs_left):
+            raise ValueError("slr needs a finite epoch budget (trainer.budget_epochs), got an unlimited one")
+        modules = dict(model.named_modules())
+        params = {n: modules[n].weight for n in target.layers}
+        keep = target.keep_budget({n: p.numel() for n, p in params.items()})
+        library = PATTERNS_SLR_5OF9 if (target.structure.kind == "pattern" and cfg.pattern_library == "slr") else None
+        metric = trainer.task.primary_metric
+        start = trainer.epochs_spent
+        spe = trainer.task.steps_per_epoch()
+
+        def masks_of(weights):
+            return project_masks(weights, target.structure, keep, allocation=cfg.allocation, pattern_library=library)
+
+        def proj(weights):
+            m = masks_of(weights)
+            return {n: torch.where(m[n], weights[n], torch.zeros_like(weights[n])) for n in weights}
+
+        info: dict = {"iterations": [], "epochs_to_target": None, "target_accuracy": cfg.target_accuracy}
+
+        def check_target(phase: str) -> None:
+            # evaluates a hard-pruned copy: an evaluation pass, no training budget
+            if cfg.target_accuracy is None or info["epochs_to_target"] is not None:
+                return
+            with torch.no_grad():
+                saved = {n: p.detach().clone() for n, p in params.items()}
+                m = masks_of(saved)
+                for n, p in params.items():
+                    p.mul_(m[n])
+                value = float(trainer.evaluate()[metric])
+                for n, p in params.items():
+                    p.copy_(saved[n])
+            info.setdefault("hard_pruned_trace", []).append({"phase": phase, "epochs": trainer.epochs_spent - start,
+                                                             metric: value})
+            if value >= cfg.target_accuracy:
+                info["epochs_to_target"] = trainer.epochs_spent - start
+                info["epochs_to_target_phase"] = phase
+
+        # split into whole steps so the chunks add up to the SLR share exactly
+        total_steps = math.floor(trainer.epochs_left * spe + 1e-6)
+        retrain_steps = math.floor(total_steps * cfg.retrain_share + 1e-6)
+        slr_steps = total_steps - retrain_steps
+        if cfg.iterations is not None:
+            n_iter = cfg.iterations
+        else:
+            period = cfg.period_epochs if cfg.period_epochs is not None else 1.0
+            n_iter = max(1, math.floor(slr_steps / (period * spe) + 1e-9))
+        n_iter = min(n_iter, slr_steps)  # at least one step per iteration
+        bounds = [i * slr_steps // n_iter for i in range(n_iter + 1)] if n_iter else [0]
+
+        state = _SLRState(params, cfg.rho, cfg.s0, cfg.M, cfg.r)
+        state.z = proj({n: p.detach() for n, p in params.items()})
+        w_prev = {n: p.detach().clone() for n, p in params.items()}
+        f_prev: float | None = None
+        for it in range(n_iter):
+            steps = bounds[it + 1] - bounds[it]
+            state.epoch_penalty.clear()
+            report = trainer.fit(steps / spe, penalty=state, callbacks=[state])
+            f = report.epoch_losses[-1] - state.epoch_penalty[-1]
+            w = {n: p.detach().clone() for n, p in params.items()}
+            record = state.iterate(w, f, w_prev, f_prev, proj)
+            info["iterations"].append({"iteration": it, "epochs": trainer.epochs_spent - start, "f": f, **record})
+            w_prev, f_prev = w, f
+            check_target("slr")
+
+        with torch.no_grad():
+            masks = masks_of({n: p.detach() for n, p in params.items()})
+            for n, p in params.items():
+                p.mul_(masks[n])
+        info["slr_epochs"] = trainer.epochs_spent - start
+        info["hard_prune_metrics"] = _short(trainer.evaluate())
+        info["retrain_epochs"] = 0.0
+        if cfg.retrain_share > 0:
+            left = math.floor(trainer.epochs_left * spe + 1e-6)
+            if left >= 1:
+                report = trainer.fit(left / spe, callbacks=[KeepMasked(masks)])
+                info["retrain_epochs"] = report.epochs
+                info["retrain_losses"] = report.epoch_losses
+                info["retrained_metrics"] = _short(trainer.evaluate())
+                check_target("retrain")
+        info["final_s"], info["final_k"] = state.s, state.k
+        return info
+
+
+def _short(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
