@@ -102,6 +102,7 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         desc: str = "train",
+        observers: Sequence[Callback] = (),
     ):
         if budget_epochs is not None and budget_epochs < 0:
             raise ValueError(f"budget_epochs must be >= 0, got {budget_epochs!r}")
@@ -113,6 +114,8 @@ class Trainer:
         self.steps_taken = 0
         self.progress = progress
         self.desc = desc
+        #: callbacks that see every fit call, whoever makes it (benchmarks, probes)
+        self.observers = tuple(observers)
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
@@ -159,6 +162,7 @@ class Trainer:
             if cfg.schedule == "cosine"
             else None
         )
+        callbacks = (*callbacks, *self.observers)
         bar = _progress(total_steps, f"{self.desc} ({epochs:g} ep)", self.progress)
         self.model.train()
         losses: list[float] = []
@@ -182,6 +186,9 @@ class Trainer:
                 running += loss.detach()
                 count += 1
                 step += 1
+                # counted as it happens, so callbacks see the epochs spent so far
+                self.steps_taken += 1
+                self.epochs_spent += 1 / per_epoch
                 if bar is not None:
                     bar.update(1)
                 if step >= total_steps:
@@ -193,10 +200,7 @@ class Trainer:
             epoch += 1
         if bar is not None:
             bar.close()
-        spent = total_steps / per_epoch
-        self.epochs_spent += spent
-        self.steps_taken += total_steps
-        return FitReport(epochs=spent, steps=total_steps, epoch_losses=losses)
+        return FitReport(epochs=total_steps / per_epoch, steps=total_steps, epoch_losses=losses)
 
     def evaluate(self) -> dict:
         """The task's metrics for the current model (does not spend budget)."""
