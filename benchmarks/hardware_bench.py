@@ -107,10 +107,10 @@ def break_even(out: Path, repeats: int) -> None:
     results = {kind: measure_break_even(kind, repeats=repeats) for kind in ("conv", "linear")}
     for kind, res in results.items():
         pts = ", ".join(f"{p['density']:g}:{p['sparse_ms']:.2f}" for p in res["points"])
-        how = "measured crossing" if res["break_even_measured_crossing"] else "1/cost (no crossing in range)"
+        how = "measured crossing" if res["break_even_measured_crossing"] else "upper bound: sparse lost at every density"
         print(f"    {kind:<6} dense {res['dense_ms']:.2f} ms; sparse ms by density {pts}")
         print(f"           break-even density {res['break_even_density']:.3f} ({how}); "
-              f"cost per nonzero {res['sparse_cost_per_nonzero']:.2f} dense MACs; {res['runtime']}")
+              f"fitted slope {res['fitted_slope_per_nonzero']:.2f} dense MACs per nonzero; {res['runtime']}")
     print(f"    written to {write_break_even(out, results)}")
 
 

@@ -281,8 +281,8 @@ def measure_break_even(
         ms = time_callable_ms(lambda: sparse(x), repeats, warmup, device)
         rows.append({"density": d, "nonzeros": int(mask.sum()), "sparse_ms": ms})
     numel = base.numel()
-    costs = [(r["sparse_ms"] / max(r["nonzeros"], 1)) / (dense_ms / numel) for r in rows if r["density"] <= 0.3]
-    cost = statistics.median(costs) if costs else None
+    # the slope alone: time per nonzero relative to a dense MAC, at low density
+    slopes = [(r["sparse_ms"] / max(r["nonzeros"], 1)) / (dense_ms / numel) for r in rows if r["density"] <= 0.3]
     crossing = None
     for a, b in zip(rows, rows[1:]):  # densities decrease
         if a["sparse_ms"] >= dense_ms > b["sparse_ms"]:
@@ -292,13 +292,17 @@ def measure_break_even(
             break
     if crossing is None and rows and rows[0]["sparse_ms"] < dense_ms:
         crossing = 1.0  # sparse wins everywhere measured
+    # no crossing: sparse lost at every density tried, so the break-even lies below the lowest one
+    break_even = crossing if crossing is not None else min(densities)
     return {
         "kind": kind,
         "dense_ms": dense_ms,
         "points": rows,
-        "sparse_cost_per_nonzero": cost,
-        "break_even_density": crossing if crossing is not None else (1 / cost if cost else None),
+        "break_even_density": break_even,
         "break_even_measured_crossing": crossing is not None,
+        # the compute model's linear cost: sparse time = cost * nonzeros, crossing at 1 / cost
+        "sparse_cost_per_nonzero": 1 / break_even,
+        "fitted_slope_per_nonzero": statistics.median(slopes) if slopes else None,
         **runtime_name(device),
     }
 
@@ -308,8 +312,11 @@ def write_break_even(path: str | Path, results: dict[str, dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(results.values()))
-    data = {k: {"break_even_density": v["break_even_density"], "sparse_cost_per_nonzero": v["sparse_cost_per_nonzero"]}
-            for k, v in results.items()}
+    data = {
+        k: {"break_even_density": v["break_even_density"], "sparse_cost_per_nonzero": v["sparse_cost_per_nonzero"],
+            "break_even_measured_crossing": v["break_even_measured_crossing"]}
+        for k, v in results.items()
+    }
     data["device"] = first["device_name"]
     data["runtime"] = first["runtime"]
     path.write_text(json.dumps(data, indent=1, sort_keys=True))

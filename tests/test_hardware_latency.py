@@ -69,9 +69,19 @@ def test_latency_not_modelled_without_a_model():
 def test_break_even_measurement_shape(tmp_path):
     res = measure_break_even("linear", densities=(1.0, 0.1, 0.01), repeats=2, warmup=1)
     assert [p["density"] for p in res["points"]] == [1.0, 0.1, 0.01]
-    assert res["sparse_cost_per_nonzero"] > 0
+    assert res["sparse_cost_per_nonzero"] == pytest.approx(1 / res["break_even_density"])
+    assert res["fitted_slope_per_nonzero"] > 0
     path = write_break_even(tmp_path / "be.json", {"linear": res})
     data = json.loads(path.read_text())
     assert data["linear"]["sparse_cost_per_nonzero"] == res["sparse_cost_per_nonzero"] and data["runtime"]
     with pytest.raises(ValueError, match="'rnn'"):
         measure_break_even("rnn")
+
+
+def test_written_break_even_loads_in_the_compute_model(tmp_path):
+    from prunebench.hardware.compute import load_break_even
+
+    res = {k: measure_break_even(k, densities=(1.0, 0.1, 0.01), repeats=2, warmup=1) for k in ("conv", "linear")}
+    costs = load_break_even(write_break_even(tmp_path / "be.json", res))
+    assert set(costs) == {"conv", "linear"}
+    assert all(c >= 1.0 for c in costs.values())  # break-even density <= 1
