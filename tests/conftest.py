@@ -60,3 +60,30 @@ def synthetic_task():
     task = ClassificationTask(cfg)
     task.prepare()
     return task
+
+
+@pytest.fixture(scope="session")
+def dense(synthetic_task):
+    """A trained dense LeNet-5 state for ``synthetic_task`` (25 epochs), once per session."""
+    import torch
+
+    from prunebench import OptimizerConfig, Trainer
+
+    torch.manual_seed(0)
+    model = synthetic_task.build_model()
+    Trainer(synthetic_task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(25)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def layer_record(name, mask=None, *, weight=None, bits=None, positions=1, groups=1):
+    """A LayerRecord straight from a mask or a weight (zeros pruned); linear if 2-D, conv if 4-D."""
+    from prunebench import LayerRecord
+
+    if weight is None:
+        weight = mask.float()
+    mask = (weight != 0) if mask is None else mask.bool()
+    return LayerRecord(
+        name=name, kind="conv" if mask.dim() == 4 else "linear", weight_shape=tuple(mask.shape),
+        input_shape=(), output_shape=(), output_positions=positions, mask=mask, weight=weight.float(),
+        weight_bits=bits, groups=groups,
+    )

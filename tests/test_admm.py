@@ -10,10 +10,10 @@ from prunebench.verify import verify
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
-def _run(task, structure, rate=4.0, quant=Quantization(4), config=None, epochs=2.0, method_cls=ADMM):
+def _run(task, dense, structure, rate=4.0, quant=Quantization(4), config=None, epochs=2.0, method_cls=ADMM):
     torch.manual_seed(0)
     model = task.build_model()
-    Trainer(task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(25)  # a trained "dense" model
+    model.load_state_dict(dense)
     method = method_cls(config or ADMMConfig(stages=2, iterations=3, rho=1e-2))
     target = Target(layers=LAYERS, structure=Structure.parse(structure), rate=rate,
                     quantization=quant if method.quantizes else None)
@@ -23,8 +23,8 @@ def _run(task, structure, rate=4.0, quant=Quantization(4), config=None, epochs=2
 
 
 @pytest.mark.parametrize("structure", ["unstructured", "filter", "channel", "column", "kernel"])
-def test_admm_meets_target_for_every_structure(synthetic_task, structure):
-    model, target, trainer, info = _run(synthetic_task, structure)
+def test_admm_meets_target_for_every_structure(synthetic_task, dense, structure):
+    model, target, trainer, info = _run(synthetic_task, dense, structure)
     check = verify(model, Target(layers=target.layers, structure=target.structure, rate=target.rate,
                                  quantization=Quantization(4)), method="admm")
     assert check.achieved_rate >= 4.0
@@ -32,26 +32,26 @@ def test_admm_meets_target_for_every_structure(synthetic_task, structure):
     assert len(info["residuals"]) == 6 and info["quant_residuals"]
 
 
-def test_primal_residual_shrinks(synthetic_task):
+def test_primal_residual_shrinks(synthetic_task, dense):
     # enough SGD steps per ADMM period, rho doubling per stage (lr * rho / (1 - momentum) stays < 1)
-    _, _, _, info = _run(synthetic_task, "unstructured", rate=8.0, epochs=60.0,
+    _, _, _, info = _run(synthetic_task, dense, "unstructured", rate=8.0, epochs=60.0,
                          config=ADMMConfig(stages=3, iterations=3, rho=1.0, rho_multiplier=2.0, quantize=False))
     primal = [r["primal_residual"] for r in info["residuals"]]
     assert primal[-1] < 0.25 * primal[0], primal
     assert [r["rho"] for r in info["residuals"]][::3] == pytest.approx([1.0, 2.0, 4.0])
 
 
-def test_prune_only_leaves_quantization_to_the_harness(synthetic_task):
+def test_prune_only_leaves_quantization_to_the_harness(synthetic_task, dense):
     method = ADMM(ADMMConfig(quantize=False))
     assert method.quantizes is False
-    model, target, _, info = _run(synthetic_task, "filter", config=ADMMConfig(quantize=False, stages=1, iterations=2))
+    model, target, _, info = _run(synthetic_task, dense, "filter", config=ADMMConfig(quantize=False, stages=1, iterations=2))
     assert target.quantization is None and info["quant_residuals"] == []
     levels = max(int(torch.unique(dict(model.named_modules())[n].weight).numel()) for n in LAYERS)
     assert levels > 16  # not quantized by the method
 
 
-def test_quantize_only_uses_the_standard_pruner(synthetic_task):
-    model, target, _, info = _run(synthetic_task, "unstructured",
+def test_quantize_only_uses_the_standard_pruner(synthetic_task, dense):
+    model, target, _, info = _run(synthetic_task, dense, "unstructured",
                                   config=ADMMConfig(prune=False, quant_iterations=2))
     assert info["residuals"] == []
     verify(model, Target(layers=target.layers, rate=4.0, quantization=Quantization(4)))
@@ -64,10 +64,10 @@ def test_config_checks_echo_the_bad_value():
         ADMMConfig(prune=False, quantize=False)
 
 
-def test_memristor_preset_blocks_levels_and_mismatch(synthetic_task):
+def test_memristor_preset_blocks_levels_and_mismatch(synthetic_task, dense):
     levels = Quantization(bits=3, scheme="levels", levels=(0.02, 0.05, 0.1))
     cfg = MemristorConfig(stages=1, iterations=2, mismatch_sigma=0.2, mismatch_trials=2)
-    model, target, _, info = _run(synthetic_task, "block:4x4", quant=levels, config=cfg, method_cls=MemristorADMM)
+    model, target, _, info = _run(synthetic_task, dense, "block:4x4", quant=levels, config=cfg, method_cls=MemristorADMM)
     verify(model, Target(layers=target.layers, structure=target.structure, rate=4.0, quantization=levels))
     assert info["mismatch_sigma"] == 0.2 and "top1" in info["metrics_with_mismatch"]
     assert MemristorADMM.structures == ("block",)

@@ -15,16 +15,6 @@ LAYERS = ("conv1", "conv2", "fc1", "fc2")
 BUDGET = 2.0
 
 
-@pytest.fixture(scope="module")
-def dense(synthetic_task):
-    """The trained dense state, once per module (one thread: the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = synthetic_task.build_model()
-    Trainer(synthetic_task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(25)
-    yield {k: v.clone() for k, v in model.state_dict().items()}
-    torch.set_num_threads(threads)
 
 
 def _run(task, dense, structure="unstructured", rate=4.0, config=None, layers=LAYERS, seed=0):

@@ -13,6 +13,8 @@ from prunebench.artifact import CompressedModel, LayerRecord
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.compute import ComputeModel, load_break_even
 
+from conftest import layer_record
+
 
 def lenet5() -> nn.Sequential:
     return nn.Sequential(
@@ -162,13 +164,8 @@ def test_save_load_round_trip_scores_the_same(tmp_path):
 
 # ------------------------------------------------------------- break-even
 
-def record(name: str, mask: torch.Tensor, positions: int = 1) -> LayerRecord:
-    mask = mask.bool()
-    return LayerRecord(
-        name=name, kind="conv" if mask.dim() == 4 else "linear", weight_shape=tuple(mask.shape),
-        input_shape=(), output_shape=(), output_positions=positions, mask=mask, weight=mask.float(),
-    )
-
+def record(name, mask, positions=1):
+    return layer_record(name, mask, positions=positions)
 
 # 3 x 4, 4 nonzeros, column 2 empty: dense 12, remaining 4, compact 3 x 3 = 9
 SCATTERED = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)

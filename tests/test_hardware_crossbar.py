@@ -14,25 +14,13 @@ from prunebench.artifact import CompressedModel, LayerRecord
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.crossbar import CrossbarModel, map_matrix
 
+from conftest import layer_record
+
 Cfg = CrossbarModel.Config
 
 
-def record(name: str, mask: torch.Tensor, bits: int | None = 8, positions: int = 1, groups: int = 1) -> LayerRecord:
-    """A LayerRecord straight from a mask (linear if 2-D, conv if 4-D)."""
-    mask = mask.bool()
-    return LayerRecord(
-        name=name,
-        kind="conv" if mask.dim() == 4 else "linear",
-        weight_shape=tuple(mask.shape),
-        input_shape=(),
-        output_shape=(),
-        output_positions=positions,
-        mask=mask,
-        weight=mask.float(),
-        weight_bits=bits,
-        groups=groups,
-    )
-
+def record(name, mask, bits=8, positions=1, groups=1):
+    return layer_record(name, mask, bits=bits, positions=positions, groups=groups)
 
 def score(mask, config=None, **kw):
     return CrossbarModel(config).score(CompressedModel([record("fc", mask, **kw)]))

@@ -14,22 +14,14 @@ from prunebench.artifact import CompressedModel, LayerRecord
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.fpga_pe import FpgaPeModel, pe_of_rows
 
+from conftest import layer_record
+
 Cfg = FpgaPeModel.Config
 
 
-def record(name: str, weight: torch.Tensor, positions: int = 1) -> LayerRecord:
+def record(name, weight, positions=1):
     """A linear LayerRecord from a weight matrix; zeros are pruned."""
-    return LayerRecord(
-        name=name,
-        kind="linear",
-        weight_shape=tuple(weight.shape),
-        input_shape=(),
-        output_shape=(),
-        output_positions=positions,
-        mask=weight != 0,
-        weight=weight.float(),
-    )
-
+    return layer_record(name, weight=weight, positions=positions)
 
 def score(weight, config=None, positions=1):
     return FpgaPeModel(config).score(CompressedModel([record("fc", weight, positions)]))

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import layer_record
 from prunebench.artifact import CompressedModel, LayerRecord
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.storage import (
@@ -31,21 +32,8 @@ from prunebench.hardware.storage import (
 )
 
 
-def record(name: str, mask: torch.Tensor, bits: int | None = None, positions: int = 1) -> LayerRecord:
-    """A LayerRecord straight from a mask (linear if 2-D, conv if 4-D)."""
-    mask = mask.bool()
-    return LayerRecord(
-        name=name,
-        kind="conv" if mask.dim() == 4 else "linear",
-        weight_shape=tuple(mask.shape),
-        input_shape=(),
-        output_shape=(),
-        output_positions=positions,
-        mask=mask,
-        weight=mask.float(),
-        weight_bits=bits,
-    )
-
+def record(name, mask, bits=None, positions=1):
+    return layer_record(name, mask, bits=bits, positions=positions)
 
 # 4x6 GEMM matrix, 7 nonzeros; row 1 and columns 2, 4 are all zero.
 MASK_4x6 = torch.tensor(

@@ -23,12 +23,6 @@ TERNARY = Quantization(2, "ternary")
 PE4 = Structure.parse("pe:4")
 
 
-@pytest.fixture(scope="module")
-def dense(synthetic_task):
-    torch.manual_seed(0)
-    model = synthetic_task.build_model()
-    Trainer(synthetic_task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(25)
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def _run(task, dense, config=None, quant=TERNARY, epochs=3.0, seed=0, rate=4.0):
