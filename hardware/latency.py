@@ -178,6 +178,29 @@ def _replace_sparse(model: nn.Module, layer_names) -> None:
             setattr(parent, child, _SparseConv2d(layer))
 
 
+# ----------------------------------------------------------- 2:4 semi-structured
+def semi_structured_model(model: nn.Module, layer_names, device: torch.device) -> nn.Module | None:
+    """A copy whose Linear layers holding a 2:4 pattern use torch's semi-structured
+    sparse kernels, or None where the runtime has none (CPU; CUDA before sm80).
+    Not verified on a GPU in this project yet."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 0):
+        return None
+    from torch.sparse import to_sparse_semi_structured
+
+    model = copy.deepcopy(model).eval().half()
+    swapped = 0
+    for name in layer_names:
+        layer = model.get_submodule(name)
+        if not isinstance(layer, nn.Linear):
+            continue
+        w = layer.weight.detach()
+        groups = (w.reshape(w.shape[0], -1, 4) != 0).sum(dim=-1)
+        if w.shape[1] % 4 == 0 and bool((groups <= 2).all()):
+            layer.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+            swapped += 1
+    return model if swapped else None
+
+
 # ------------------------------------------------------------------ the model
 class LatencyModel(HardwareModel):
     """Median latency of the dense, compacted and sparse executions (see module doc)."""
@@ -187,6 +210,7 @@ class LatencyModel(HardwareModel):
 
     def score(self, artifact, *, model=None, example_input=None) -> dict[str, Figure]:
         keys = ("dense_latency_ms", "compact_latency_ms", "sparse_latency_ms", "semi_structured_latency_ms",
+                "semi_structured_available", "dense_fp16_latency_ms",
                 "compact_speedup_x", "sparse_speedup_x", "compact_mac_reduction_x",
                 "compact_speedup_per_mac_reduction")
         out: dict[str, Figure] = dict.fromkeys(keys)
@@ -210,6 +234,13 @@ class LatencyModel(HardwareModel):
             compact = compact_model(model, names, example_input)
             out["compact_latency_ms"] = timed(compact)
             out["sparse_latency_ms"] = timed(sparse_model(model, names))
+            semi = semi_structured_model(model, names, device)
+            out["semi_structured_available"] = semi is not None
+            if semi is not None:  # fp16 kernels: compare against the fp16 dense model
+                x16 = example_input.half()
+                dense16 = copy.deepcopy(model).eval().half()
+                out["dense_fp16_latency_ms"] = time_callable_ms(lambda: dense16(x16), cfg.repeats, cfg.warmup, device)
+                out["semi_structured_latency_ms"] = time_callable_ms(lambda: semi(x16), cfg.repeats, cfg.warmup, device)
             model.train(was_training)
         finally:
             torch.set_num_threads(previous)
