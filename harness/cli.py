@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 
 def _cmd_list(args) -> int:
-    from .registry import GROUPS, PluginError, Registry, hardware_models, methods, tasks
+    from .registry import PluginError, hardware_models, methods, tasks
 
     status = 0
     for reg in (methods, hardware_models, tasks):

@@ -38,7 +38,6 @@ __all__ = [
     "t_975",
     "render",
     "write_leaderboards",
-    "main",
     "GENERATED_MARKER",
 ]
 

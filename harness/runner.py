@@ -8,7 +8,6 @@ that raises (a method crash, a failed verification) is recorded with status
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

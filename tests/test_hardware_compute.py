@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunebench.artifact import CompressedModel, LayerRecord
+from prunebench.artifact import CompressedModel
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.compute import ComputeModel, load_break_even
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from prunebench.artifact import CompressedModel, LayerRecord
+from prunebench.artifact import CompressedModel
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.crossbar import CrossbarModel, map_matrix
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import layer_record
-from prunebench.artifact import CompressedModel, LayerRecord
+from prunebench.artifact import CompressedModel
 from prunebench.config import ConfigError, parse
 from prunebench.hardware.storage import (
     FORMAT_BITS,

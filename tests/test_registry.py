@@ -1,7 +1,7 @@
 import pytest
 
 from prunebench import registry
-from prunebench.registry import PluginError, Registry, UnknownPlugin
+from prunebench.registry import PluginError, UnknownPlugin
 from prunebench.interfaces import Method
 
 

@@ -1,6 +1,5 @@
 """run_point in-process: the harness checks what a method claims."""
 
-import textwrap
 
 import pytest
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..interfaces import Task
-from .data import DataSpec, DatasetSplit, TensorSplit, fingerprint, load_split
+from .data import DataSpec, TensorSplit, fingerprint, load_split
 from .models import create_model, find_advertorch_lenet5, load_advertorch_lenet5
 
 __all__ = ["ClassificationTask", "ClassificationConfig"]
