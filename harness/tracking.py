@@ -65,7 +65,8 @@ class Tracker:
             mode=self.mode,
             dir=str(self.directory),
             reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off"),
+            # a loaded 2-core machine can take a while to start the wandb service
+            settings=wandb.Settings(silent=True, console="off", init_timeout=300),
         )
         summary: dict = {}
         for key in ("metrics", "dense_metrics", "hardware", "search"):
