@@ -1,7 +1,7 @@
 """Magnitude pruning: keep the largest weights (or groups), then fine-tune.
 
 One-shot pruning by |w| (unstructured) or by group L2 norm (filter, channel,
-column, kernel), with ``global`` allocation (one ranking over all compressible
+column, kernel; pattern, block, PE groups and N:M through the shared projections), with ``global`` allocation (one ranking over all compressible
 layers) or ``uniform`` allocation (the same fraction in every layer),
 followed by masked fine-tuning for the whole budget.  The baseline every
 pruning paper compares against (Han et al., arXiv 1506.02626).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from prunebench import KeepMasked, Method
-from prunebench.projections import magnitude_masks
+from prunebench.projections import GROUPED_KINDS, magnitude_masks, project_masks
 
 __all__ = ["MagnitudePruning", "MagnitudeConfig", "prune_and_finetune"]
 
@@ -51,13 +51,15 @@ class MagnitudePruning(Method):
 
     Config = MagnitudeConfig
     version = "1"
-    structures = ("unstructured", "filter", "channel", "column", "kernel")
+    structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
 
     def compress(self, model, target, trainer):
         modules = dict(model.named_modules())
         weights = {n: modules[n].weight.detach() for n in target.layers}
         sizes = {n: w.numel() for n, w in weights.items()}
-        masks = magnitude_masks(
-            weights, target.structure.kind, target.keep_budget(sizes), allocation=self.config.allocation
-        )
+        keep = target.keep_budget(sizes)
+        if target.structure.kind in GROUPED_KINDS:
+            masks = magnitude_masks(weights, target.structure.kind, keep, allocation=self.config.allocation)
+        else:  # pattern, block, pe, N:M: the shared library's projection is the magnitude rule
+            masks = project_masks(weights, target.structure, keep, allocation=self.config.allocation)
         return prune_and_finetune(model, target, trainer, masks, self.config.finetune_fraction)
