@@ -81,4 +81,4 @@ def test_honest_run_record_has_the_promised_fields(suite, tmp_path):
 
 def test_unsupported_structure_is_reported_before_running(suite):
     with pytest.raises(Unsupported, match="does not produce pattern"):
-        run_point(suite, RunPoint("equal_compression", "magnitude", "pattern", 8.0, 0), RunContext(progress=False))
+        run_point(suite, RunPoint("equal_compression", "random", "pattern", 8.0, 0), RunContext(progress=False))
