@@ -173,13 +173,14 @@ def _quant_label(rec: Mapping) -> str:
     if not isinstance(q, Mapping):
         return ""
     bits, scheme, levels = q.get("bits"), q.get("scheme"), q.get("levels")
+    if levels:  # an explicit level set: its size says more than a bit width
+        count = len(levels) if isinstance(levels, (list, tuple)) else levels
+        return f"{count}-level set"
     parts = []
     if bits is not None:
         parts.append(f"{bits}-bit")
     if scheme:
         parts.append(str(scheme))
-    if levels is not None:
-        parts.append(f"{levels} levels")
     return " ".join(parts) or "quantized"
 
 

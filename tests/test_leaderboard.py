@@ -274,3 +274,8 @@ def test_structured_vs_unstructured_section():
 def test_structure_section_absent_without_both_kinds():
     recs = [make_record(protocol="equal_accuracy", structure="unstructured", rate=None, rate_found=40.0)]
     assert "Structured vs non-structured" not in render(recs)[f"{SUITE}.md"]
+
+
+def test_level_set_is_labelled_by_its_size():
+    rec = make_record(quant={"bits": 4, "scheme": "levels", "levels": [-0.1, -0.05, 0.05, 0.1]})
+    assert "16× + 4-level set" in render([rec])[f"{SUITE}.md"]
