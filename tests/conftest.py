@@ -87,3 +87,20 @@ def layer_record(name, mask=None, *, weight=None, bits=None, positions=1, groups
         input_shape=(), output_shape=(), output_positions=positions, mask=mask, weight=weight.float(),
         weight_bits=bits, groups=groups,
     )
+
+
+def compress_synthetic(task, dense, method, *, structure="unstructured", rate=4.0,
+                       layers=("conv1", "conv2", "fc1", "fc2"), seed=0, budget=2.0):
+    """Run ``method`` on the trained synthetic LeNet-5 as the harness would (no quantizer).
+    Returns (model, target, trainer, info)."""
+    import torch
+
+    from prunebench import OptimizerConfig, Structure, Target, Trainer
+
+    torch.manual_seed(seed)
+    model = task.build_model()
+    model.load_state_dict(dense)
+    target = Target(layers=layers, structure=Structure.parse(structure), rate=rate)
+    trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=budget, seed=seed,
+                      progress=False)
+    return model, target, trainer, method.compress(model, target, trainer)

@@ -5,27 +5,21 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunebench import OptimizerConfig, Quantization, Structure, Target, Trainer
+from prunebench import Quantization, Structure, Target, Trainer
 from prunebench.methods.autoprune import AutoPrune, AutoPruneConfig, _Gates, _GateTraining, _select
 from prunebench.projections import group_view, structured_nonzeros
 from prunebench.quant import quantize_
 from prunebench.verify import verify
 
+from conftest import compress_synthetic
+
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 BUDGET = 2.0
 
 
-
-
 def _run(task, dense, structure="unstructured", rate=4.0, config=None, layers=LAYERS, seed=0):
-    torch.manual_seed(seed)
-    model = task.build_model()
-    model.load_state_dict(dense)
-    target = Target(layers=layers, structure=Structure.parse(structure), rate=rate)
-    trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=BUDGET, seed=seed,
-                      progress=False)
-    info = AutoPrune(config or AutoPruneConfig()).compress(model, target, trainer)
-    return model, target, trainer, info
+    return compress_synthetic(task, dense, AutoPrune(config or AutoPruneConfig()), structure=structure, rate=rate, layers=layers,
+                              seed=seed, budget=BUDGET)
 
 
 def _plain(model: nn.Module) -> None:

@@ -5,27 +5,21 @@ import math
 import pytest
 import torch
 
-from prunebench import OptimizerConfig, Quantization, Structure, Target, Trainer
+from prunebench import Quantization, Structure, Target, Trainer
 from prunebench.methods.slr import SLR, SLRConfig, _SLRState, slr_alpha
 from prunebench.projections import project
 from prunebench.quant import quantize_
 from prunebench.verify import verify
 
+from conftest import compress_synthetic
+
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 BUDGET = 2.0
 
 
-
-
 def _run(task, dense, structure="unstructured", rate=4.0, config=None, layers=LAYERS, seed=0):
-    torch.manual_seed(seed)
-    model = task.build_model()
-    model.load_state_dict(dense)
-    target = Target(layers=layers, structure=Structure.parse(structure), rate=rate)
-    trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=BUDGET, seed=seed,
-                      progress=False)
-    info = SLR(config or SLRConfig(period_epochs=0.5)).compress(model, target, trainer)
-    return model, target, trainer, info
+    return compress_synthetic(task, dense, SLR(config or SLRConfig(period_epochs=0.5)), structure=structure, rate=rate, layers=layers,
+                              seed=seed, budget=BUDGET)
 
 
 # N:M fixes its own budget: 2:4 stores 30,790 of these 60,620 weights (conv1 has one input channel)
