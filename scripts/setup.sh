@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything prunebench needs on a fresh machine: a venv with the registry's regular
 # torch + torchvision pair, prunebench (non-editable) with its test/data/tracking extras,
-# the Debian Fashion-MNIST package and advertorch's pretrained MNIST LeNet-5 weights.
+# mmcv with ops + mmdetection (detection suites), the Debian Fashion-MNIST package and
+# advertorch's pretrained MNIST LeNet-5 weights.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,10 +18,29 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
 # torchvision's compiled ops must match torch exactly; install the pair first.
 $PIP install -q $TORCH_PIN
+
+# Detection: mmcv 2.1.0 with its compiled ops (built once from source, ~25 min on
+# 2 cores, then reused from the wheel cache), then mmdet and pycocotools.
+# A failed build leaves detection suites skipped with the reason, unless
+# PRUNEBENCH_REQUIRE_DETECTION=1 (CI) makes it fatal.
+if ! "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; then
+  if wheel=$(bash scripts/build_mmcv.sh "$VENV/bin/python" | tail -n1) && [ -f "$wheel" ]; then
+    $PIP install -q --no-deps "$wheel"
+  elif [ "${PRUNEBENCH_REQUIRE_DETECTION:-0}" = "1" ]; then
+    echo "error: mmcv with ops could not be built" >&2; exit 1
+  else
+    echo "warning: mmcv with ops could not be built; detection suites will be skipped" >&2
+  fi
+fi
+EXTRAS=test,data,tracking,hardware
+if "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; then EXTRAS=$EXTRAS,detection; fi
 if [ "${EDITABLE:-0}" = "1" ]; then
-  $PIP install -q -e ".[test,data,tracking,hardware]"
+  $PIP install -q -e ".[$EXTRAS]"
 else
-  $PIP install -q --force-reinstall --no-deps . && $PIP install -q ".[test,data,tracking,hardware]"
+  $PIP install -q --force-reinstall --no-deps . && $PIP install -q ".[$EXTRAS]"
+fi
+if [[ $EXTRAS == *detection* ]]; then
+  "$VENV/bin/python" -c "import mmcv, mmcv._ext, mmdet; print('detection: mmcv', mmcv.__version__, 'with ops, mmdet', mmdet.__version__)"
 fi
 
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then

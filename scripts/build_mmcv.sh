@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build mmcv with its compiled ops once and keep the wheel in a cache; later runs reuse it.
+# mmcv 2.1.0 (what mmdetection 3.3 needs) ships no wheel for current torch, only source.
+# The build needs torch importable (--no-build-isolation; without torch the ops are
+# silently dropped), setuptools<81, and C++20 for torch>=2.14 headers.
+# Usage: scripts/build_mmcv.sh [PYTHON]   prints the path of the wheel on its last line.
+set -euo pipefail
+PY=${1:-.venv/bin/python}
+# absolute, since the build runs inside the unpacked source tree
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
+MMCV_VERSION=${MMCV_VERSION:-2.1.0}
+WHEELHOUSE=${PRUNEBENCH_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/prunebench/wheels}
+key=$("$PY" -c 'import sys, torch; v = torch.__version__.split("+")[0]; print("torch%s-cp%d%d" % (v, *sys.version_info[:2]))')
+dest="$WHEELHOUSE/$key"
+cached=$(ls "$dest"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+if [ -n "$cached" ]; then
+  echo "mmcv $MMCV_VERSION: cached wheel for $key" >&2
+  echo "$cached"
+  exit 0
+fi
+mkdir -p "$dest"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$PY" -m pip install -q "setuptools<81" wheel ninja
+"$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work"
+tar -xzf "$work"/mmcv-"$MMCV_VERSION".tar.gz -C "$work"
+src="$work/mmcv-$MMCV_VERSION"
+sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+echo "mmcv $MMCV_VERSION: building with ops for $key (about 20 min on 2 cores)" >&2
+start=$(date +%s)
+( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} FORCE_CUDA=0 \
+    "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$work/dist" )
+wheel=$(ls "$work"/dist/mmcv-*.whl)
+# a wheel without the compiled ops must never enter the cache
+if ! unzip -l "$wheel" | grep -q 'mmcv/_ext'; then
+  echo "error: the mmcv wheel has no mmcv/_ext (were torch and a compiler visible?)" >&2
+  exit 1
+fi
+cp "$wheel" "$dest/"
+echo "mmcv $MMCV_VERSION: built in $(( $(date +%s) - start )) s" >&2
+ls "$dest"/mmcv-"$MMCV_VERSION"-*.whl | head -n1
