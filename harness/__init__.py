@@ -6,11 +6,11 @@ Public API (everything a plugin author needs):
 - ``Target``, ``Structure``, ``Quantization``: what a method must reach;
 - ``Trainer``, ``OptimizerConfig``, ``Callback``, ``KeepMasked``, ``BudgetExceeded``;
 - ``CompressedModel``, ``LayerRecord``: the artifact hardware models score;
-- ``DatasetUnavailable``, ``NoConfig``.
+- ``DatasetUnavailable``, ``DependencyUnavailable``, ``NoConfig``.
 """
 
 from .artifact import CompressedModel, LayerRecord
-from .interfaces import DatasetUnavailable, HardwareModel, Method, NoConfig, Task
+from .interfaces import DatasetUnavailable, DependencyUnavailable, HardwareModel, Method, NoConfig, Task
 from .target import Quantization, Structure, Target
 from .trainer import BudgetExceeded, Callback, FitReport, KeepMasked, OptimizerConfig, Trainer
 
@@ -26,6 +26,7 @@ __all__ = [
     "Callback",
     "CompressedModel",
     "DatasetUnavailable",
+    "DependencyUnavailable",
     "FitReport",
     "HardwareModel",
     "KeepMasked",

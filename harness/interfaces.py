@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .target import Target
     from .trainer import Trainer
 
-__all__ = ["Method", "HardwareModel", "Task", "NoConfig", "DatasetUnavailable", "Figure"]
+__all__ = ["Method", "HardwareModel", "Task", "NoConfig", "DatasetUnavailable", "DependencyUnavailable", "Figure"]
 
 Figure = float | int | str | None
 
@@ -42,6 +42,17 @@ class DatasetUnavailable(RuntimeError):
         self.how_to_get = how_to_get
         where = "; ".join(self.looked_in) or "nowhere"
         super().__init__(f"dataset {dataset!r} not found (looked in: {where}). To get it: {how_to_get}")
+
+
+class DependencyUnavailable(RuntimeError):
+    """An optional package a task needs is missing or incomplete (e.g. mmcv
+    without its compiled ops).  Suite items are skipped, not failed."""
+
+    def __init__(self, package: str, problem: str, how_to_get: str):
+        self.package = package
+        self.problem = problem
+        self.how_to_get = how_to_get
+        super().__init__(f"{package}: {problem}. To get it: {how_to_get}")
 
 
 class _Plugin(abc.ABC):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from . import registry
-from .interfaces import DatasetUnavailable
+from .interfaces import DatasetUnavailable, DependencyUnavailable
 from .registry import PluginError
 from .suite import SuiteError, load_suite
 from .tracking import WANDB_MODES
@@ -123,7 +123,7 @@ class SuiteItem(pytest.Item):
         ctx = _context(self.config)
         try:
             result = run_point(self.suite, self.point, ctx)
-        except DatasetUnavailable as err:
+        except (DatasetUnavailable, DependencyUnavailable) as err:
             pytest.skip(str(err))
         except Unsupported as err:
             pytest.skip(str(err))

@@ -20,7 +20,7 @@ from . import registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline
 from .config import to_plain
-from .interfaces import DatasetUnavailable, Task
+from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
 from .protocols import SearchStep, search_max_rate
 from .quant import quantize_
 from .results import ResultStore, environment_info
@@ -65,12 +65,12 @@ def get_task(suite: Suite, ctx: RunContext) -> Task:
         task = cls(suite.task_config(), data_root=ctx.data_root, device=ctx.device)
         try:
             task.prepare()
-        except DatasetUnavailable as err:
+        except (DatasetUnavailable, DependencyUnavailable) as err:
             ctx._tasks[key] = err  # remembered: a failed lookup can take seconds (hub retries)
         else:
             ctx._tasks[key] = task
     found = ctx._tasks[key]
-    if isinstance(found, DatasetUnavailable):
+    if isinstance(found, (DatasetUnavailable, DependencyUnavailable)):
         raise found
     return found
 
