@@ -1,0 +1,196 @@
+"""The mmdetection side of the detection task: availability checks, config
+loading, model building and safe checkpoint loading.
+
+Everything here imports mmcv/mmengine/mmdet lazily, so prunebench imports and
+lists its plugins on machines without them; a suite that needs them is
+skipped with ``DependencyUnavailable`` saying how to install them.
+
+Only configs shipped inside the installed mmdet package can be named (no path
+from a suite file is ever executed); a suite adjusts a config through
+``model_overrides``, plain data merged with mmengine's dotted keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import pickle
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+import torch
+
+from ..interfaces import DependencyUnavailable
+
+__all__ = [
+    "require_mmdet",
+    "mmdet_config_dir",
+    "load_model_config",
+    "build_detector",
+    "load_mmengine_checkpoint",
+    "mmengine_safe_globals",
+]
+
+HOW_TO_INSTALL = (
+    "run scripts/setup.sh (it builds mmcv 2.1.0 with ops once and caches the wheel: "
+    "scripts/build_mmcv.sh), then pip install mmdet==3.3.0 mmengine pycocotools"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def require_mmdet() -> None:
+    """Raise DependencyUnavailable unless mmdet, mmengine and mmcv's compiled ops import."""
+    for package in ("mmengine", "mmcv", "mmdet", "pycocotools"):
+        try:
+            __import__(package)
+        except ImportError as err:
+            raise DependencyUnavailable(package, f"not importable ({err})", HOW_TO_INSTALL) from None
+    try:
+        import mmcv._ext  # noqa: F401  (the compiled ops: nms, roi_align, ...)
+    except ImportError as err:
+        raise DependencyUnavailable(
+            "mmcv", f"installed without its compiled ops (mmcv._ext: {err}); detectors need nms and roi_align",
+            HOW_TO_INSTALL,
+        ) from None
+    from mmdet.utils import register_all_modules
+    from mmengine.logging import MMLogger
+
+    register_all_modules(init_default_scope=True)
+    # mmengine logs per-parameter init tables and eval summaries to the
+    # *current* logger at INFO; make a quiet one current
+    MMLogger.get_instance("prunebench", log_level="WARNING")
+
+
+def mmdet_config_dir() -> Path:
+    require_mmdet()
+    import mmdet
+
+    path = Path(mmdet.__file__).parent / ".mim" / "configs"
+    if not path.is_dir():
+        raise DependencyUnavailable("mmdet", f"its configs are missing ({path})", "reinstall mmdet==3.3.0 from a wheel")
+    return path
+
+
+def _resolve_config(name: str) -> Path:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or rel.suffix != ".py":
+        raise ValueError(
+            f"config must name a file inside mmdet's configs, like 'retinanet/retinanet_r18_fpn_1x_coco.py'; got {name!r}"
+        )
+    root = mmdet_config_dir()
+    path = root / rel
+    if not path.is_file():
+        family = root / rel.parts[0]
+        hint = ""
+        if family.is_dir():
+            import difflib
+
+            close = difflib.get_close_matches(rel.name, [p.name for p in family.glob("*.py")], n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"no mmdet config {name!r} in {root}.{hint}")
+    return path
+
+
+def _drop_pretrained(node: Any) -> Any:
+    """Remove ``init_cfg=dict(type='Pretrained', ...)`` entries: they download
+    weights (torchvision://, open-mmlab://) at build time; a suite that wants
+    pretrained weights names a local checkpoint instead."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "init_cfg" and isinstance(value, dict) and value.get("type") == "Pretrained":
+                continue
+            out[key] = _drop_pretrained(value)
+        return out
+    if isinstance(node, list):
+        return [_drop_pretrained(v) for v in node]
+    return node
+
+
+#: where a detector config keeps its class count (one-stage, two-stage)
+NUM_CLASSES_KEYS = ("bbox_head", "roi_head.bbox_head")
+
+
+def load_model_config(name: str, num_classes: int, overrides: Mapping[str, Any]) -> dict:
+    """The ``model`` dict of mmdet config ``name`` with overrides applied."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(_resolve_config(name)))
+    plain = {f"model.{k}": copy.deepcopy(v) for k, v in overrides.items()}
+    if plain:
+        try:
+            cfg.merge_from_dict(plain)
+        except Exception as err:  # mmengine raises several kinds; the key is what matters
+            raise ValueError(f"model_overrides of {name}: {err}") from None
+    model = cfg.to_dict()["model"]
+    found = False
+    for dotted in NUM_CLASSES_KEYS:
+        node = model
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "num_classes" in node:
+            node["num_classes"] = num_classes
+            found = True
+    if not found:
+        raise ValueError(f"{name}: found no num_classes under {' or '.join(NUM_CLASSES_KEYS)} of the model")
+    return _drop_pretrained(model)
+
+
+def build_detector(model_cfg: dict) -> torch.nn.Module:
+    require_mmdet()
+    from mmdet.registry import MODELS
+    from mmengine.config import ConfigDict
+
+    # detectors read their train/test settings by attribute
+    model = MODELS.build(ConfigDict(copy.deepcopy(model_cfg)))
+    model.init_weights()
+    return model
+
+
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while unpickling: mmengine pickles a
+    HistoryBuffer's statistics table as ``getattr(HistoryBuffer, 'mean')``.
+    Only those lookups resolve; a general ``getattr`` would let a crafted
+    checkpoint reach arbitrary callables, so it is never allow-listed."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if owner is HistoryBuffer and name in ("min", "max", "current", "mean") + tuple(HistoryBuffer._statistics_methods):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f"checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer statistics are allowed")
+
+
+def mmengine_safe_globals() -> list:
+    """What an mmengine checkpoint's meta and message_hub hold besides tensors."""
+    import codecs
+
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    found: list = [HistoryBuffer, np.dtype, np.ndarray, codecs.encode,
+                   (_history_buffer_method, "builtins.getattr"), (_history_buffer_method, "__builtin__.getattr")]
+    # numpy arrays and scalars pickle through these; the module moved in numpy 2
+    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        for attr in ("_reconstruct", "scalar"):
+            try:
+                found.append((getattr(importlib.import_module(mod), attr), f"{mod}.{attr}"))
+            except (ImportError, AttributeError):
+                pass
+    found += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return found
+
+
+def load_mmengine_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an mmengine/mmdet checkpoint, loaded with
+    ``weights_only=True``: the few classes mmengine pickles into ``meta`` and
+    ``message_hub`` (HistoryBuffer, numpy arrays) are allow-listed; anything
+    else is refused as torch refuses it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with torch.serialization.safe_globals(mmengine_safe_globals()):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a checkpoint with a state dict, got {type(ckpt).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
