@@ -38,7 +38,7 @@ __all__ = [
 
 #: packages whose versions go into every record when installed
 ALWAYS_PACKAGES = ("torch", "numpy", "timm", "prunebench")
-OPTIONAL_PACKAGES = ("torchvision", "mmdet", "wandb", "datasets")
+OPTIONAL_PACKAGES = ("torchvision", "mmdet", "mmcv", "mmengine", "pycocotools", "wandb", "datasets")
 #: output dirs of the harness itself; writing results must not make the tree "dirty"
 GIT_IGNORED_DIRS = ("results/", "leaderboards/")
 

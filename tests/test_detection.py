@@ -211,3 +211,41 @@ def test_coco_metric_matches_pycocotools(tmp_path):
     assert ours["mAP"] == pytest.approx(100 * round(ev.stats[0], 3), abs=1e-6)
     assert ours["AP50"] == pytest.approx(100 * round(ev.stats[1], 3), abs=1e-6)
     assert ours["AP75"] == pytest.approx(100 * round(ev.stats[2], 3), abs=1e-6)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@needs_mmdet
+def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
+    """The shipped detection smoke suite (--smoke variant) through pytest, as a
+    user runs it: mmdet RetinaNet on generated COCO data, magnitude and ADMM,
+    mmdet's COCO metric, hardware scores, then the leaderboard."""
+    import shutil
+
+    from conftest import REPO
+    from prunebench.leaderboard import write_leaderboards
+
+    (pytester.path / "suites").mkdir()
+    shutil.copy(REPO / "suites" / "smoke" / "retinanet_coco_synthetic.yaml", pytester.path / "suites")
+    res = pytester.runpytest_subprocess("suites", "--smoke", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=2)
+    recs = []
+    for f in sorted((pytester.path / "res").glob("*.jsonl")):
+        recs += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    assert {r["method"]["name"] for r in recs} == {"magnitude", "admm"}
+    for r in recs:
+        assert r["task"] == "detection" and r["primary_metric"] == "mAP"
+        assert r["dense_metrics"]["mAP"] > 10  # the detector learned the shapes
+        assert r["metrics"]["mAP"] is not None and r["metrics"]["eval_images"] == 48
+        assert r["achieved_rate"] >= 2 * 0.999
+        layers = r["target"]["layers"]
+        for part in ("backbone.", "neck.", "bbox_head."):
+            assert any(name.startswith(part) for name in layers), part
+        assert r["hardware"]["storage"]["stored_bits"] > 0
+        assert r["hardware"]["compute"]["dense_macs"] > 0
+        assert r["versions"]["mmdet"] == "3.3.0" and "mmcv" in r["versions"]
+    pages = write_leaderboards(pytester.path / "res", pytester.path / "boards")
+    text = "\n".join(p.read_text() for p in pages if p.suffix == ".md")
+    assert "smoke-retinanet-coco-synthetic" in text
+    assert "magnitude" in text and "admm" in text and "mAP" in text

@@ -17,7 +17,9 @@ AP_R40 (the KITTI leaderboard's ranking figure).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -188,9 +190,6 @@ def _load_coco_split(root: Path, split: str) -> tuple[list[_Image], list[str], P
             f"coco:{split}", [str(ann_file), str(image_dir)],
             f"put the COCO images in {image_dir} and annotations/instances_{split}.json under {root} (cocodataset.org)",
         )
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
         coco = COCO(str(ann_file))
     cats = coco.dataset["categories"]
@@ -457,7 +456,8 @@ def coco_metrics(ann_file: str | os.PathLike, classes: Sequence[str], preds: Seq
     from .mmdet_support import require_mmdet
 
     require_mmdet()  # also makes a quiet mmengine logger current
-    metric = CocoMetric(ann_file=str(ann_file), metric="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
+        metric = CocoMetric(ann_file=str(ann_file), metric="bbox")
     metric.dataset_meta = {"classes": tuple(classes)}
     n_dets = 0
     for p in preds:
@@ -469,9 +469,6 @@ def coco_metrics(ann_file: str | os.PathLike, classes: Sequence[str], preds: Seq
     if n_dets == 0:
         # CocoMetric stops on an empty result set; with no detections every AP is 0
         return {k: 0.0 for k in names}
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):
         raw = metric.evaluate(len(preds))
     out = {}
