@@ -249,3 +249,19 @@ def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
     text = "\n".join(p.read_text() for p in pages if p.suffix == ".md")
     assert "smoke-retinanet-coco-synthetic" in text
     assert "magnitude" in text and "admm" in text and "mAP" in text
+
+
+def test_detection_items_skip_with_the_reason_when_mmcv_has_no_ops(pytester, isolated_cache):
+    """mmcv installed without its compiled ops (or not at all): the detection
+    suite's items are skipped, naming mmcv._ext and how to build it."""
+    import shutil
+
+    from conftest import REPO
+
+    (pytester.path / "suites").mkdir()
+    shutil.copy(REPO / "suites" / "smoke" / "retinanet_coco_synthetic.yaml", pytester.path / "suites")
+    # a None entry in sys.modules makes `import mmcv._ext` raise ImportError
+    pytester.makeconftest("import sys\nsys.modules['mmcv._ext'] = None\n")
+    res = pytester.runpytest_subprocess("suites", "--smoke", "--wandb", "off", "--results", "res", "-rs", "-p", "no:cacheprovider")
+    res.assert_outcomes(skipped=2)
+    res.stdout.fnmatch_lines(["*SKIPPED*mmcv*To get it: run scripts/setup.sh*"])

@@ -41,7 +41,7 @@ HOW_TO_INSTALL = (
 @functools.lru_cache(maxsize=None)
 def require_mmdet() -> None:
     """Raise DependencyUnavailable unless mmdet, mmengine and mmcv's compiled ops import."""
-    for package in ("mmengine", "mmcv", "mmdet", "pycocotools"):
+    for package in ("mmcv", "mmengine", "mmdet", "pycocotools"):
         try:
             __import__(package)
         except ImportError as err:
