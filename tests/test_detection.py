@@ -265,3 +265,59 @@ def test_detection_items_skip_with_the_reason_when_mmcv_has_no_ops(pytester, iso
     res = pytester.runpytest_subprocess("suites", "--smoke", "--wandb", "off", "--results", "res", "-rs", "-p", "no:cacheprovider")
     res.assert_outcomes(skipped=2)
     res.stdout.fnmatch_lines(["*SKIPPED*mmcv*To get it: run scripts/setup.sh*"])
+
+
+# the three families the suites name, shrunk so one CPU step takes about a second
+_FAMILIES = {
+    "retinanet/retinanet_r18_fpn_1x_coco.py": {
+        "backbone.base_channels": 16, "neck.in_channels": [16, 32, 64, 128], "neck.out_channels": 32,
+        "bbox_head.in_channels": 32, "bbox_head.feat_channels": 32, "bbox_head.stacked_convs": 1},
+    "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py": {
+        "backbone.depth": 18, "backbone.base_channels": 16, "neck.in_channels": [16, 32, 64, 128],
+        "neck.out_channels": 32, "rpn_head.in_channels": 32, "rpn_head.feat_channels": 32,
+        "roi_head.bbox_roi_extractor.out_channels": 32, "roi_head.bbox_head.in_channels": 32,
+        "roi_head.bbox_head.fc_out_channels": 64},
+    "yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py": {},
+}
+
+
+@needs_mmdet
+@pytest.mark.parametrize("config", list(_FAMILIES))
+def test_each_detector_family_trains_evaluates_and_is_compressed(config, isolated_cache):
+    """RetinaNet, Faster R-CNN and YOLOv3 through the plain Task contract:
+    SGD steps, COCO evaluation, magnitude pruning (no detector-specific code),
+    and a CompressedModel covering backbone, neck and head."""
+    from prunebench import CompressedModel, OptimizerConfig, Structure, Target, Trainer
+    from prunebench.config import parse
+    from prunebench.methods.magnitude import MagnitudePruning
+    from prunebench.tasks.detection import DetectionConfig, DetectionTask
+    from prunebench.verify import verify
+
+    cfg = parse(DetectionConfig, {
+        "config": config, "image_size": [96, 96], "batch_size": 2, "eval_batch_size": 4,
+        "data": {"name": "coco_synthetic", "synthetic_train": 4, "synthetic_val": 2, "synthetic_size": [96, 96]},
+        "model_overrides": _FAMILIES[config],
+    })
+    task = DetectionTask(cfg)
+    task.prepare()
+    torch.manual_seed(0)
+    model = task.build_model()
+    layers = task.compressible_layers(model)
+    target = Target(layers=tuple(layers), structure=Structure.parse("unstructured"), rate=2.0)
+    trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.001), budget_epochs=1, progress=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    MagnitudePruning().compress(model, target, trainer)
+    assert trainer.steps_taken == 2  # one epoch of 4 images in batches of 2
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(n.startswith("backbone.") for n in changed)
+    check = verify(model, target, method="magnitude")
+    assert check.achieved_rate >= 2.0 * 0.999
+    metrics = task.evaluate(model)
+    assert metrics["eval_images"] == 2 and "mAP" in metrics
+    artifact = CompressedModel.from_model(model, layers, task.example_input())
+    names = [layer.name for layer in artifact.layers]
+    assert any(n.startswith("backbone.") for n in names)
+    assert any(n.startswith("neck.") for n in names)
+    assert any(n.startswith(("bbox_head.", "roi_head.", "rpn_head.")) for n in names)
+    assert artifact.compression_rate >= 2.0 * 0.999
+    assert all(layer.output_positions > 0 for layer in artifact.layers)
