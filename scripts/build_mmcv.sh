@@ -31,11 +31,18 @@ start=$(date +%s)
 ( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} FORCE_CUDA=0 \
     "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$work/dist" )
 wheel=$(ls "$work"/dist/mmcv-*.whl)
-# a wheel without the compiled ops must never enter the cache
-if ! unzip -l "$wheel" | grep -q 'mmcv/_ext'; then
+# a wheel without the compiled ops must never enter the cache (checked with zipfile:
+# `unzip -l | grep -q` under pipefail fails at random when grep closes the pipe early)
+if ! "$PY" - "$wheel" <<'PYEOF'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+sys.exit(0 if any(n.startswith("mmcv/_ext") and n.endswith(".so") for n in names) else 1)
+PYEOF
+then
   echo "error: the mmcv wheel has no mmcv/_ext (were torch and a compiler visible?)" >&2
   exit 1
 fi
-cp "$wheel" "$dest/"
+# copy then rename, so an interrupted copy never looks like a cached wheel
+cp "$wheel" "$dest/.partial" && mv "$dest/.partial" "$dest/$(basename "$wheel")"
 echo "mmcv $MMCV_VERSION: built in $(( $(date +%s) - start )) s" >&2
 ls "$dest"/mmcv-"$MMCV_VERSION"-*.whl | head -n1

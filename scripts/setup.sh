@@ -23,24 +23,28 @@ $PIP install -q $TORCH_PIN
 # 2 cores, then reused from the wheel cache), then mmdet and pycocotools.
 # A failed build leaves detection suites skipped with the reason, unless
 # PRUNEBENCH_REQUIRE_DETECTION=1 (CI) makes it fatal.
-if ! "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; then
+has_mmcv_ops() { "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; }
+if ! has_mmcv_ops; then
+  # with its dependencies: importing mmcv needs mmengine, addict, yapf, opencv
   if wheel=$(bash scripts/build_mmcv.sh "$VENV/bin/python" | tail -n1) && [ -f "$wheel" ]; then
-    $PIP install -q --no-deps "$wheel"
-  elif [ "${PRUNEBENCH_REQUIRE_DETECTION:-0}" = "1" ]; then
-    echo "error: mmcv with ops could not be built" >&2; exit 1
-  else
-    echo "warning: mmcv with ops could not be built; detection suites will be skipped" >&2
+    $PIP install -q "$wheel"
   fi
 fi
 EXTRAS=test,data,tracking,hardware
-if "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; then EXTRAS=$EXTRAS,detection; fi
+if has_mmcv_ops; then
+  EXTRAS=$EXTRAS,detection
+elif [ "${PRUNEBENCH_REQUIRE_DETECTION:-0}" = "1" ]; then
+  echo "error: mmcv with ops could not be built or imported" >&2; exit 1
+else
+  echo "warning: mmcv with ops could not be built; detection suites will be skipped" >&2
+fi
 if [ "${EDITABLE:-0}" = "1" ]; then
   $PIP install -q -e ".[$EXTRAS]"
 else
   $PIP install -q --force-reinstall --no-deps . && $PIP install -q ".[$EXTRAS]"
 fi
 if [[ $EXTRAS == *detection* ]]; then
-  "$VENV/bin/python" -c "import mmcv, mmcv._ext, mmdet; print('detection: mmcv', mmcv.__version__, 'with ops, mmdet', mmdet.__version__)"
+  "$VENV/bin/python" -c "import mmcv, mmcv._ext, mmdet, pycocotools; print('detection: mmcv', mmcv.__version__, 'with ops, mmdet', mmdet.__version__)"
 fi
 
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
