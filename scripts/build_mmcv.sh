@@ -26,10 +26,15 @@ trap 'rm -rf "$work"' EXIT
 tar -xzf "$work"/mmcv-"$MMCV_VERSION".tar.gz -C "$work"
 src="$work/mmcv-$MMCV_VERSION"
 sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
-echo "mmcv $MMCV_VERSION: building with ops for $key (about 20 min on 2 cores)" >&2
+log="$dest/build.log"
+echo "mmcv $MMCV_VERSION: building with ops for $key (about 8 min on 2 cores; log: $log)" >&2
 start=$(date +%s)
-( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} FORCE_CUDA=0 \
-    "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$work/dist" )
+if ! ( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} FORCE_CUDA=0 \
+    "$PY" -m pip wheel -v --no-build-isolation --no-deps . -w "$work/dist" ) >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "error: the mmcv build failed (whole log: $log)" >&2
+  exit 1
+fi
 wheel=$(ls "$work"/dist/mmcv-*.whl)
 # a wheel without the compiled ops must never enter the cache (checked with zipfile:
 # `unzip -l | grep -q` under pipefail fails at random when grep closes the pipe early)

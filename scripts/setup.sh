@@ -19,7 +19,7 @@ $PIP install -q --upgrade pip
 # torchvision's compiled ops must match torch exactly; install the pair first.
 $PIP install -q $TORCH_PIN
 
-# Detection: mmcv 2.1.0 with its compiled ops (built once from source, ~25 min on
+# Detection: mmcv 2.1.0 with its compiled ops (built once from source, ~8 min on
 # 2 cores, then reused from the wheel cache), then mmdet and pycocotools.
 # A failed build leaves detection suites skipped with the reason, unless
 # PRUNEBENCH_REQUIRE_DETECTION=1 (CI) makes it fatal.
