@@ -121,6 +121,44 @@ def test_limit_is_seeded_prefix():
     assert len(load_split(spec, "test", None)) == 512
 
 
+def test_limit_indices_are_sorted_distinct_and_shared_by_the_tasks():
+    from prunebench.tasks.detection import _limit as det_limit
+    from prunebench.tasks.lane_data import _limit as lane_limit
+
+    keep = D.limit_indices(50, 7)
+    assert keep == sorted(set(keep)) and len(keep) == 7 and all(0 <= i < 50 for i in keep)
+    assert keep != list(range(7))  # a seeded shuffle, not the head of the list
+    assert D.limit_indices(50, None) is None and D.limit_indices(50, 50) is None
+    items = [f"item{i}" for i in range(50)]
+    assert det_limit(items, 7) == lane_limit(items, 7) == [items[i] for i in keep]
+
+
+def test_generate_once_builds_atomically_and_retries_after_failure(tmp_path):
+    root = tmp_path / "data" / "gen"
+    calls = []
+
+    def broken(folder):
+        (folder / "half.txt").write_text("x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        D.generate_once(root, broken)
+    # nothing half-written is left beside the lock
+    assert not root.exists() and [p.name for p in root.parent.iterdir() if p.suffix != ".lock"] == []
+
+    def good(folder):
+        calls.append(folder)
+        (folder / "a.txt").write_text("ok")
+
+    assert D.generate_once(root, good) == root and (root / "a.txt").read_text() == "ok"
+    assert D.generate_once(root, good) == root and len(calls) == 1  # second call reuses it
+    # a folder without the completion marker (an older or foreign run) is rebuilt, not trusted
+    (root / "COMPLETE").unlink()
+    (root / "stale.txt").write_text("old")
+    D.generate_once(root, good)
+    assert len(calls) == 2 and not (root / "stale.txt").exists() and (root / "a.txt").is_file()
+
+
 def _png_folder(root, split, classes=("cat", "dog"), per_class=3, mode="RGB", side=12):
     from PIL import Image
 

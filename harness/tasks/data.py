@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -554,16 +556,23 @@ def _load_digits(spec: DataSpec, split: str, data_root: str | None):
     return train if split == "train" else test
 
 
+def candidate_dirs(path: str | None, data_root: str | None, default_subdirs: Sequence[str] = ()) -> list[Path]:
+    """Where a dataset may live, in order, without repeats: ``path`` under data_root
+    first when it is relative, then as given; without a path, data_root/<each default>."""
+    cands: list[Path] = []
+    if path:
+        if data_root and not Path(path).is_absolute():
+            cands.append(Path(data_root) / path)
+        cands.append(Path(path).expanduser())
+    elif data_root:
+        cands += [Path(data_root) / sub for sub in default_subdirs]
+    return list(dict.fromkeys(cands))
+
+
 def _local_dir(spec: DataSpec, data_root: str | None, subdir: str) -> tuple[Path | None, list[str]]:
     """An existing local copy: spec.path (as given or under data_root), else
     data_root/<subdir>; also the candidates, for the error message."""
-    cands: list[Path] = []
-    if spec.path:
-        if data_root and not Path(spec.path).is_absolute():
-            cands.append(Path(data_root) / spec.path)
-        cands.append(Path(spec.path).expanduser())
-    elif data_root:
-        cands.append(Path(data_root) / subdir)
+    cands = candidate_dirs(spec.path, data_root, (subdir,))
     return next((c for c in cands if c.exists()), None), [str(c) for c in cands]
 
 
@@ -658,16 +667,49 @@ DATASETS: dict[str, Callable[[DataSpec, str, str | None], TensorSplit | DatasetS
 }
 
 
-def _limit(data: TensorSplit | DatasetSplit, limit: int | None) -> TensorSplit | DatasetSplit:
-    """The first ``limit`` of a LIMIT_SEED permutation, kept in original order."""
-    n = len(data)
+def limit_indices(n: int, limit: int | None) -> list[int] | None:
+    """Which of ``n`` items a ``limit_*`` keeps: the first ``limit`` of a LIMIT_SEED
+    permutation, in original order; None when the limit keeps everything.
+    Every task uses this, so a limit picks the same items whatever the task."""
     if limit is None or limit >= n:
-        return data
+        return None
     g = torch.Generator().manual_seed(LIMIT_SEED)
-    keep = torch.randperm(n, generator=g)[:limit].sort().values
+    return torch.randperm(n, generator=g)[:limit].sort().values.tolist()
+
+
+def generate_once(root: Path, generate: Callable[[Path], None]) -> Path:
+    """``root``, filled by ``generate(folder)`` on first use: into a temporary folder
+    beside it, renamed into place under a file lock, so neither a concurrent run nor
+    an interrupted one ever sees a half-written dataset."""
+    from filelock import FileLock
+
+    marker = root / "COMPLETE"
+    if marker.is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{root}.lock"):
+        if marker.is_file():
+            return root
+        if root.exists():  # a folder without the marker is incomplete
+            shutil.rmtree(root)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp"))
+        try:
+            generate(tmp)
+            (tmp / "COMPLETE").write_text("")
+            os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return root
+
+
+def _limit(data: TensorSplit | DatasetSplit, limit: int | None) -> TensorSplit | DatasetSplit:
+    keep = limit_indices(len(data), limit)
+    if keep is None:
+        return data
     if isinstance(data, TensorSplit):
         return TensorSplit(data.x[keep], data.y[keep], data.classes)
-    return DatasetSplit(Subset(data.dataset, keep.tolist()), limit, data.classes, data.shape)
+    return DatasetSplit(Subset(data.dataset, keep), len(keep), data.classes, data.shape)
 
 
 def load_split(spec: DataSpec, split: str, data_root: str | None = None) -> TensorSplit | DatasetSplit:

@@ -22,8 +22,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -33,15 +31,14 @@ import torch
 from torch import nn
 
 from ..interfaces import DatasetUnavailable, Task
+from .data import candidate_dirs, generate_once, limit_indices
 
 __all__ = ["DetectionTask", "DetectionConfig", "DetectionData", "DETECTION_DATASETS"]
 
 #: bump when what the loaders produce for the same spec changes (cache key)
-DETECTION_DATA_VERSION = "1"
+DETECTION_DATA_VERSION = "2"  # 2: limit_* picks items with the shared limit_indices
 #: seed of the KITTI train/val split of ``training/`` (its test labels are private)
 KITTI_SPLIT_SEED = 0
-#: seed of the permutation that ``limit_train`` / ``limit_val`` take a prefix of
-LIMIT_SEED = 0
 #: generated data: train and val images come from different seeds
 SYNTHETIC_SEEDS = {"train": 1, "val": 2}
 #: decoded images are kept in memory up to this many per split
@@ -134,8 +131,7 @@ class _Image:
 
 
 def _resolve_root(spec: DetectionData, data_root: str | None, default: str) -> tuple[Path | None, list[str]]:
-    rel = Path(spec.path or default)
-    candidates = [rel] if rel.is_absolute() else ([Path(data_root) / rel] if data_root else []) + [Path.cwd() / rel]
+    candidates = candidate_dirs(spec.path or default, data_root)
     for c in candidates:
         if c.is_dir():
             return c, [str(c) for c in candidates]
@@ -143,41 +139,28 @@ def _resolve_root(spec: DetectionData, data_root: str | None, default: str) -> t
 
 
 def _generated_root(spec: DetectionData, fmt: str) -> Path:
-    """Generate the synthetic dataset once into the cache (atomically) and return its root."""
+    """The synthetic dataset in the cache, generated on first use."""
     from ..baseline import default_cache_dir
     from . import det_formats
 
     params = {"fmt": fmt, "n_train": spec.synthetic_train, "n_val": spec.synthetic_val,
               "size": list(spec.synthetic_size), "v": DETECTION_DATA_VERSION}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    root = default_cache_dir() / "data" / f"{fmt}_synthetic-{digest}"
-    if (root / "COMPLETE").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=root.name + ".tmp"))
-    try:
+
+    def generate(folder: Path) -> None:
         if fmt == "coco":
-            det_formats.generate_coco(tmp, n_train=spec.synthetic_train, n_val=spec.synthetic_val,
+            det_formats.generate_coco(folder, n_train=spec.synthetic_train, n_val=spec.synthetic_val,
                                       image_size=spec.synthetic_size, seed=SYNTHETIC_SEEDS["train"])
         else:
-            det_formats.generate_kitti(tmp, n_images=spec.synthetic_train + spec.synthetic_val,
+            det_formats.generate_kitti(folder, n_images=spec.synthetic_train + spec.synthetic_val,
                                        image_size=spec.synthetic_size, seed=SYNTHETIC_SEEDS["train"])
-        (tmp / "COMPLETE").write_text(json.dumps(params))
-        if root.exists():  # a concurrent run finished first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return generate_once(default_cache_dir() / "data" / f"{fmt}_synthetic-{digest}", generate)
 
 
 def _limit(items: list, n: int | None) -> list:
-    if n is None or n >= len(items):
-        return items
-    order = np.random.default_rng(LIMIT_SEED).permutation(len(items))[:n]
-    return [items[i] for i in sorted(order)]
+    keep = limit_indices(len(items), n)
+    return items if keep is None else [items[i] for i in keep]
 
 
 def _load_coco_split(root: Path, split: str) -> tuple[list[_Image], list[str], Path]:

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..interfaces import DatasetUnavailable
+from .data import LIMIT_SEED, candidate_dirs, generate_once, limit_indices
 
 __all__ = [
     "LaneDataSpec",
@@ -59,8 +60,6 @@ GENERATOR_VERSION = "1"
 TUSIMPLE_IMAGE_HW = (720, 1280)
 TUSIMPLE_ROWS = tuple(range(160, 711, 10))  # 56 rows
 TUSIMPLE_ROWS_SHORT = tuple(range(240, 711, 10))  # 48 rows, used by part of the train set
-#: seed of the permutation that limit_train / limit_test take a prefix of
-LIMIT_SEED = 0
 HOW_TO_GET = (
     "download the TuSimple lane benchmark (train_set.zip, test_set.zip and test_label.json; see "
     "github.com/TuSimple/tusimple-benchmark), unpack all of it into one folder so that "
@@ -163,17 +162,6 @@ def read_labels(path: Path, root: Path) -> list[LaneLabel]:
     return out
 
 
-def _candidate_roots(spec: LaneDataSpec, data_root: str | None) -> list[Path]:
-    cands: list[Path] = []
-    if spec.path:
-        if data_root and not Path(spec.path).is_absolute():
-            cands.append(Path(data_root) / spec.path)
-        cands.append(Path(spec.path).expanduser())
-    elif data_root:
-        cands += [Path(data_root) / "tusimple", Path(data_root) / "TuSimple", Path(data_root)]
-    return list(dict.fromkeys(cands))
-
-
 def _label_files(root: Path, spec: LaneDataSpec) -> tuple[list[Path], Path | None]:
     train = sorted(root.glob(spec.train_glob)) + sorted((root / "train_set").glob(spec.train_glob))
     test = next((p for p in (root / spec.test_file, root / "test_set" / spec.test_file) if p.is_file()), None)
@@ -183,7 +171,7 @@ def _label_files(root: Path, spec: LaneDataSpec) -> tuple[list[Path], Path | Non
 def find_tusimple(spec: LaneDataSpec, data_root: str | None) -> tuple[Path, list[Path], Path]:
     """(root, train label files, test label file) of the first complete copy."""
     looked = []
-    for root in _candidate_roots(spec, data_root):
+    for root in candidate_dirs(spec.path, data_root, ("tusimple", "TuSimple", "")):
         train, test = _label_files(root, spec)
         if train and test is not None:
             return root, train, test
@@ -195,11 +183,8 @@ def find_tusimple(spec: LaneDataSpec, data_root: str | None) -> tuple[Path, list
 
 
 def _limit(labels: list[LaneLabel], limit: int | None) -> list[LaneLabel]:
-    """The first ``limit`` of a LIMIT_SEED permutation, kept in file order."""
-    if limit is None or limit >= len(labels):
-        return labels
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(LIMIT_SEED))[:limit]
-    return [labels[i] for i in sorted(keep.tolist())]
+    keep = limit_indices(len(labels), limit)
+    return labels if keep is None else [labels[i] for i in keep]
 
 
 def load_lane_split(spec: LaneDataSpec, split: str, data_root: str | None = None) -> LaneSplit:
@@ -400,24 +385,13 @@ def _synthetic_key(spec: LaneDataSpec) -> str:
 
 
 def synthetic_root(spec: LaneDataSpec, cache_dir: Path | None = None) -> Path:
-    """The generated dataset for ``spec`` in the cache, generating it once
-    (under a file lock, into a temporary folder renamed into place)."""
-    from filelock import FileLock
-
+    """The generated dataset for ``spec`` in the cache, generated on first use."""
     from ..baseline import default_cache_dir
 
-    base = (cache_dir or default_cache_dir()) / "data"
-    root = base / f"tusimple_synthetic-{_synthetic_key(spec)}"
-    if (root / "test_label.json").is_file():
-        return root
-    base.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        if not (root / "test_label.json").is_file():
-            tmp = base / f".{root.name}.tmp-{os.getpid()}"
-            generate_tusimple(tmp, n_train=spec.synthetic_train, n_test=spec.synthetic_test,
-                              image_size=spec.synthetic_image_size, seed=spec.synthetic_seed)
-            os.replace(tmp, root)
-    return root
+    root = (cache_dir or default_cache_dir()) / "data" / f"tusimple_synthetic-{_synthetic_key(spec)}"
+    return generate_once(root, lambda folder: generate_tusimple(
+        folder, n_train=spec.synthetic_train, n_test=spec.synthetic_test,
+        image_size=spec.synthetic_image_size, seed=spec.synthetic_seed))
 
 
 def fingerprint(spec: LaneDataSpec) -> dict:

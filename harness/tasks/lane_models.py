@@ -37,7 +37,6 @@ softmax over the ``griding_num`` cell classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
