@@ -251,7 +251,7 @@ class LanesTask(Task):
             "fn_rate": result.fn,
             "f1": 100.0 * f1_from_rates(result.fp, result.fn),
             "runtime_ms_per_image": float(np.mean(runtimes)),
-            "images_over_runtime_limit": 0 if limit is None else sum(1 for t in runtimes if t > limit),
+            "images_over_runtime_limit": None if limit is None else sum(1 for t in runtimes if t > limit),
             "eval_images": len(records),
             "loss": loss_sum / len(records),
         }
