@@ -350,3 +350,20 @@ def test_kitti_data_is_scored_with_the_devkit_ap(isolated_cache):
     scored = [v for k, v in metrics.items() if "_AP_R" in k and v is not None]
     assert scored and all(0.0 <= v <= 100.0 for v in scored)
     assert metrics["AP_R40_moderate"] is not None
+
+
+@needs_mmdet
+def test_model_config_types_are_checked_against_the_registries_before_building(tmp_path):
+    """load_model_config refuses a dotted ``type`` even when called without
+    DetectionConfig's check, and any bare name no registry holds; the shipped
+    configs' own types all pass (they are built in the tests above)."""
+    from prunebench.tasks.mmdet_support import check_registry_types, load_model_config
+
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError, match="dotted paths and objects are refused"):
+        load_model_config("retinanet/retinanet_r18_fpn_1x_coco.py", 2, {"bbox_head.type": "os.system"})
+    with pytest.raises(ValueError, match="'NoSuchHead' is not a registered"):
+        load_model_config("retinanet/retinanet_r18_fpn_1x_coco.py", 2, {"bbox_head.type": "NoSuchHead"})
+    with pytest.raises(ValueError, match="model.test_cfg.nms.type: expected one of nms, soft_nms"):
+        check_registry_types({"type": "RetinaNet", "test_cfg": {"nms": {"type": f"open('{marker}', 'w')"}}})
+    assert not marker.exists()

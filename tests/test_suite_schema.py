@@ -116,3 +116,37 @@ def test_repository_suites_validate():
     for f in files:
         load_suite(f)
         load_suite(f, smoke=True)
+
+
+DETECTION = """
+suite: det
+version: 1
+task:
+  name: detection
+  config: retinanet/retinanet_r18_fpn_1x_coco.py
+  data: {name: coco_synthetic}
+  model_overrides:
+    OVERRIDE
+protocols:
+  equal_compression: {structure: [unstructured], rates: [2]}
+"""
+
+
+@pytest.mark.parametrize("override, key", [
+    ("bbox_head.type: os.system", "model_overrides.bbox_head.type"),
+    ("bbox_head: {loss_cls: {type: subprocess.run}}", "model_overrides.bbox_head.loss_cls.type"),
+    ("test_cfg.nms.type: \"__import__('os').system('id')\"", "model_overrides.test_cfg.nms.type"),
+    ("test_cfg: {nms: {type: exec}}", "model_overrides.test_cfg.nms.type"),
+    ("_scope_: os", "model_overrides._scope_"),
+    ("backbone._delete_: true", "model_overrides.backbone._delete_"),
+])
+def test_detection_overrides_that_could_run_code_are_refused_at_validation(tmp_path, override, key):
+    # refused from plain data: mmdet is never imported, nothing is built
+    msg, path = error_of(tmp_path, DETECTION.replace("OVERRIDE", override))
+    assert msg.startswith(f"{path}: task: {key}: ")
+
+
+def test_detection_overrides_with_bare_class_names_validate(tmp_path):
+    path = write(tmp_path, DETECTION.replace(
+        "OVERRIDE", "{bbox_head.loss_cls.type: FocalLoss, test_cfg.nms.type: soft_nms, backbone.depth: 18}"))
+    assert load_suite(path).task_config().model_overrides["bbox_head.loss_cls.type"] == "FocalLoss"

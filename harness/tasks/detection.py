@@ -111,6 +111,9 @@ class DetectionConfig:
             raise ValueError(f"image_size must be [height, width] >= 32, got {list(self.image_size)!r}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_size!r} and {self.eval_batch_size!r}")
+        from .mmdet_support import check_overrides  # plain data only: mmdet is not imported
+
+        check_overrides(self.model_overrides)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import copy
 import functools
 import importlib
 import pickle
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
@@ -30,6 +31,8 @@ __all__ = [
     "build_detector",
     "load_mmengine_checkpoint",
     "mmengine_safe_globals",
+    "check_overrides",
+    "check_registry_types",
 ]
 
 HOW_TO_INSTALL = (
@@ -108,6 +111,91 @@ def _drop_pretrained(node: Any) -> Any:
     return node
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+#: mmcv's batched_nms passes an ``nms`` config's ``type`` to ``eval``: only these
+NMS_TYPES = ("nms", "soft_nms")
+
+
+def _type_problem(value: Any, parent: str) -> str | None:
+    """Why ``value`` may not be the ``type`` of the config node ``parent``; None when it may.
+
+    mmengine's registry resolves a ``type`` it does not hold by importing the
+    dotted path (``type: os.system`` runs a shell command when the model is
+    built), and mmcv's batched_nms ``eval``s an nms ``type``; so a ``type`` is
+    a bare class name looked up in the registries alone, and an nms ``type``
+    one of :data:`NMS_TYPES`."""
+    if parent == "nms":
+        if value not in NMS_TYPES:
+            return f"expected one of {', '.join(NMS_TYPES)}, got {value!r} (mmcv evaluates this string)"
+        return None
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        return f"expected a bare registered class name like 'FocalLoss', got {value!r} (dotted paths and objects are refused: they would be imported and executed)"
+    return None
+
+
+def _last_key(path: str) -> str:
+    return re.split(r"[.\[]", path)[-1] if path else ""
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Refuse ``model_overrides`` that could make mmengine import or call code.
+
+    Checked on plain data, before mmdet is imported, so ``prunebench validate``
+    rejects such a suite: every ``type`` (as a dotted key's last part or as a
+    nested key) must be a bare class name; keys starting with ``_`` (mmengine's
+    ``_scope_``, ``_delete_``, ``_base_``) are refused. Raises ValueError
+    naming the offending key."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                key = str(key)
+                here = f"{path}.{key}" if path else key
+                parts = key.split(".")
+                if any(p.startswith("_") for p in parts):
+                    raise ValueError(f"model_overrides.{here}: keys starting with '_' (mmengine's _scope_, _delete_, _base_) are not allowed")
+                if parts[-1] == "type":
+                    parent = parts[-2] if len(parts) > 1 else _last_key(path)
+                    problem = _type_problem(value, parent)
+                    if problem:
+                        raise ValueError(f"model_overrides.{here}: {problem}")
+                walk(value, here)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(overrides, "")
+
+
+def check_registry_types(model_cfg: Mapping[str, Any]) -> None:
+    """Every ``type`` in the final model config is a bare name the registries
+    hold (mmdet's configs use bare names); checked before anything is built."""
+    from mmdet.registry import MODELS, TASK_UTILS
+    from mmengine.registry import WEIGHT_INITIALIZERS
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            if "type" in node:
+                value = node["type"]
+                parent = _last_key(path)
+                problem = _type_problem(value, parent)
+                if problem is None and parent != "nms" and not any(
+                    reg.get(value) is not None for reg in (MODELS, TASK_UTILS, WEIGHT_INITIALIZERS)
+                ):
+                    problem = f"{value!r} is not a registered mmdet/mmcv/mmengine class"
+                if problem:
+                    raise ValueError(f"model config {path or 'model'}.type: {problem}")
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(model_cfg, "model")
+
+
 #: where a detector config keeps its class count (one-stage, two-stage)
 NUM_CLASSES_KEYS = ("bbox_head", "roi_head.bbox_head")
 
@@ -116,6 +204,7 @@ def load_model_config(name: str, num_classes: int, overrides: Mapping[str, Any])
     """The ``model`` dict of mmdet config ``name`` with overrides applied."""
     from mmengine.config import Config
 
+    check_overrides(overrides)  # again here: a caller may skip DetectionConfig
     cfg = Config.fromfile(str(_resolve_config(name)))
     plain = {f"model.{k}": copy.deepcopy(v) for k, v in overrides.items()}
     if plain:
@@ -134,7 +223,9 @@ def load_model_config(name: str, num_classes: int, overrides: Mapping[str, Any])
             found = True
     if not found:
         raise ValueError(f"{name}: found no num_classes under {' or '.join(NUM_CLASSES_KEYS)} of the model")
-    return _drop_pretrained(model)
+    model = _drop_pretrained(model)
+    check_registry_types(model)
+    return model
 
 
 def build_detector(model_cfg: dict) -> torch.nn.Module:
