@@ -31,6 +31,7 @@ __all__ = [
     "to_jsonable",
     "dumps_record",
     "sanitize_name",
+    "portable_text",
     "environment_info",
     "git_commit",
     "git_dirty",
@@ -80,9 +81,53 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in a result record: {value!r}")
 
 
+def _machine_prefixes() -> list[tuple[str, str]]:
+    """This machine's directories and what a record says instead, longest first."""
+    import site
+    import sys
+    import tempfile
+
+    found: dict[str, str] = {}
+    for path in [*site.getsitepackages(), site.getusersitepackages()]:
+        found[path] = "<site-packages>"
+    found[sys.prefix] = "<venv>"
+    found[sys.base_prefix] = "<python>"
+    found[tempfile.gettempdir()] = "<tmp>"
+    found[str(Path.home())] = "~"
+    try:
+        found[os.getcwd()] = "."
+    except OSError:
+        pass
+    real = {os.path.realpath(p): label for p, label in found.items()}
+    found.update(real)
+    # a prefix "/" or "" would rewrite every path; "/root"-like homes stay
+    pairs = [(p.rstrip("/"), label) for p, label in found.items() if len(p.rstrip("/")) > 1]
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def portable_text(text: str) -> str:
+    """``text`` with this machine's directories (site-packages, the venv, the
+    working directory, the temp dir, the home directory) replaced by
+    placeholders, so a record or a failure message carries no machine path."""
+    for prefix, label in _machine_prefixes():
+        # the whole directory name only: "/root" must not rewrite "/rootfs"
+        text = re.sub(re.escape(prefix) + r"(?![\w.-])", label, text)
+    return text
+
+
+def _portable(value: Any) -> Any:
+    if isinstance(value, str):
+        return portable_text(value) if "/" in value else value
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return value
+
+
 def dumps_record(record: Mapping[str, Any]) -> str:
-    """One line of canonical JSON (no trailing newline)."""
-    return json.dumps(to_jsonable(record), sort_keys=True, allow_nan=False, separators=(",", ":"))
+    """One line of canonical JSON (no trailing newline); no machine path in any string."""
+    return json.dumps(_portable(to_jsonable(record)), sort_keys=True, allow_nan=False, separators=(",", ":"))
 
 
 class ResultStore:

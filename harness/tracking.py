@@ -24,6 +24,38 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
         out[prefix] = value
 
 
+def _private_settings(wandb):
+    """wandb settings that keep this machine out of the run files: no host name,
+    interpreter or program path, git state, code, metadata or system stats
+    (the record's own versions and git commit are logged as config instead)."""
+    return wandb.Settings(
+        silent=True,
+        console="off",
+        # a loaded 2-core machine can take a while to start the wandb service
+        init_timeout=300,
+        host="prunebench",
+        program="prunebench",
+        disable_code=True,
+        save_code=False,
+        disable_git=True,
+        x_disable_meta=True,
+        x_disable_stats=True,
+        x_disable_machine_info=True,
+    )
+
+
+def _drop_debug_logs(run_dir: Path) -> None:
+    """wandb's own debug logs name the machine's paths and processes; ``wandb
+    sync`` needs only the run's ``.wandb`` file and ``files/``, so they go."""
+    import shutil
+
+    shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    for name in ("debug.log", "debug-internal.log"):
+        link = run_dir.parent / name
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+
+
 class Tracker:
     def __init__(self, mode: str = "offline", directory: str | Path = ".", project: str = "prunebench"):
         if mode not in WANDB_MODES:
@@ -65,8 +97,7 @@ class Tracker:
             mode=self.mode,
             dir=str(self.directory),
             reinit="finish_previous",
-            # a loaded 2-core machine can take a while to start the wandb service
-            settings=wandb.Settings(silent=True, console="off", init_timeout=300),
+            settings=_private_settings(wandb),
         )
         summary: dict = {}
         for key in ("metrics", "dense_metrics", "hardware", "search"):
@@ -82,6 +113,7 @@ class Tracker:
             table = wandb.Table(columns=["rate", metric, "within"],
                                 data=[[t["rate"], t.get(metric), t["within"]] for t in trace])
             run.log({"search_trace": table})
-        run_dir = str(Path(run.dir).parent)
+        run_dir = Path(run.dir).parent
         run.finish(exit_code=0 if record.get("status") != "error" else 1)
-        return run_dir
+        _drop_debug_logs(run_dir)
+        return str(run_dir)

@@ -187,3 +187,27 @@ def test_git_state(tmp_path):
     assert git_dirty(tmp_path / "results") is False
     (tmp_path / "a.txt").write_text("changed")
     assert git_dirty(tmp_path) is True
+
+
+def test_records_carry_no_machine_paths(tmp_path, monkeypatch):
+    """A failure message naming files in the working directory, the venv's
+    site-packages and the home directory is stored with placeholders."""
+    import os
+    import site
+    import sys
+
+    from prunebench.results import ResultStore
+
+    monkeypatch.chdir(tmp_path)
+    site_pkgs = site.getsitepackages()[0]
+    failure = (f"FileNotFoundError: {tmp_path}/data/x.pt; in {site_pkgs}/torch/serialization.py; "
+               f"cache {os.path.expanduser('~')}/.cache/prunebench; python {sys.prefix}/bin/python; /rootfs/keep")
+    store = ResultStore(tmp_path / "res")
+    store.append({"suite": "s", "failure": failure, "nested": {"trace": [f"{tmp_path}/a.py"]}})
+    text = next((tmp_path / "res").glob("*.jsonl")).read_text()
+    for machine_path in (str(tmp_path), site_pkgs, os.path.expanduser("~") + "/", sys.prefix):
+        assert machine_path not in text
+    (rec,) = store.records()
+    assert rec["failure"].startswith("FileNotFoundError: ./data/x.pt; in <site-packages>/torch/serialization.py")
+    assert "~/.cache/prunebench" in rec["failure"] and "/rootfs/keep" in rec["failure"]
+    assert rec["nested"]["trace"] == ["./a.py"]

@@ -29,6 +29,22 @@ def test_offline_run_is_written_and_holds_no_secret(tmp_path, monkeypatch):
     assert any(b"magnitude-unstructured-s0" in p.read_bytes() for p in files if p.suffix == ".wandb")
 
 
+def test_offline_run_files_hold_no_machine_path_or_host_name(tmp_path, monkeypatch):
+    import socket
+    import sys
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    Tracker("offline", directory=tmp_path / "out").log_record(RECORD)
+    files = [p for p in (tmp_path / "out" / "wandb").rglob("*") if p.is_file()]
+    assert files
+    machine = [str(tmp_path).encode(), sys.prefix.encode(), sys.executable.encode(), socket.gethostname().encode()]
+    for p in files:
+        data = p.read_bytes()
+        for needle in machine:
+            assert needle not in data, f"{needle!r} written to {p.relative_to(tmp_path)}"
+
+
 def test_off_logs_nothing(tmp_path):
     assert Tracker("off", directory=tmp_path).log_record(RECORD) is None
     assert not (tmp_path / "wandb").exists()
