@@ -367,3 +367,17 @@ def test_model_config_types_are_checked_against_the_registries_before_building(t
     with pytest.raises(ValueError, match="model.test_cfg.nms.type: expected one of nms, soft_nms"):
         check_registry_types({"type": "RetinaNet", "test_cfg": {"nms": {"type": f"open('{marker}', 'w')"}}})
     assert not marker.exists()
+
+
+@needs_mmdet
+def test_an_unregistered_bare_type_is_not_imported(tmp_path, monkeypatch):
+    """mmengine's Registry.get imports a name it does not hold as a module; the
+    registry check must refuse such a name without importing it."""
+    from prunebench.tasks.mmdet_support import load_model_config
+
+    marker = tmp_path / "imported"
+    (tmp_path / "pb_side_effect_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="'pb_side_effect_mod' is not a registered"):
+        load_model_config("retinanet/retinanet_r18_fpn_1x_coco.py", 2, {"bbox_head.type": "pb_side_effect_mod"})
+    assert not marker.exists()

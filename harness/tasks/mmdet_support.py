@@ -169,10 +169,21 @@ def check_overrides(overrides: Mapping[str, Any]) -> None:
     walk(overrides, "")
 
 
+def _holds(registry: Any, name: str) -> bool:
+    """Whether ``registry`` or an ancestor holds ``name``. Never ``Registry.get``:
+    for a name it does not hold, that imports the name as a module."""
+    while registry is not None:
+        if name in registry.module_dict:
+            return True
+        registry = registry.parent
+    return False
+
+
 def check_registry_types(model_cfg: Mapping[str, Any]) -> None:
     """Every ``type`` in the final model config is a bare name the registries
     hold (mmdet's configs use bare names); checked before anything is built."""
     from mmdet.registry import MODELS, TASK_UTILS
+    from mmcv import ops as mmcv_ops
     from mmengine.registry import WEIGHT_INITIALIZERS
 
     def walk(node: Any, path: str) -> None:
@@ -181,8 +192,10 @@ def check_registry_types(model_cfg: Mapping[str, Any]) -> None:
                 value = node["type"]
                 parent = _last_key(path)
                 problem = _type_problem(value, parent)
-                if problem is None and parent != "nms" and not any(
-                    reg.get(value) is not None for reg in (MODELS, TASK_UTILS, WEIGHT_INITIALIZERS)
+                if problem is None and parent != "nms" and not (
+                    any(_holds(reg, value) for reg in (MODELS, TASK_UTILS, WEIGHT_INITIALIZERS))
+                    # mmdet's RoI extractors look a roi_layer type up in mmcv.ops
+                    or (parent == "roi_layer" and isinstance(getattr(mmcv_ops, value, None), type))
                 ):
                     problem = f"{value!r} is not a registered mmdet/mmcv/mmengine class"
                 if problem:
