@@ -25,7 +25,7 @@ from .trainer import Trainer
 
 __all__ = ["DenseBaseline", "dense_baseline", "default_cache_dir", "baseline_key"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the torch thread count is part of the key
 
 
 def default_cache_dir() -> Path:
@@ -52,6 +52,8 @@ def baseline_key(task_name: str, task: Task, dense_plain: dict, seed: int) -> st
             "data": task.data_fingerprint(),
             "dense": dense_plain,
             "seed": seed,
+            # the same recipe under another thread count trains a different model
+            "torch_threads": torch.get_num_threads(),
         },
         sort_keys=True,
         default=str,

@@ -66,6 +66,33 @@ def _cmd_leaderboard(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .leaderboard import comparison_table
+    from .results import ResultStore
+
+    mine = ResultStore(args.results).records()
+    if not mine:
+        print(f"error: no records in {args.results}", file=sys.stderr)
+        return 1
+    print(f"{args.results} (this run) beside {args.reference} (reference); difference = this run - reference")
+    print(comparison_table(mine, ResultStore(args.reference).records()))
+    return 0
+
+
+def _cmd_publish(args) -> int:
+    from .results import ResultStore
+
+    source, dest = ResultStore(args.results), ResultStore(args.into)
+    if Path(args.results).resolve() == Path(args.into).resolve():
+        print(f"error: {args.results} and --into name the same store", file=sys.stderr)
+        return 2
+    records = source.records()
+    for rec in records:
+        dest.append(rec)
+    print(f"published {len(records)} records from {args.results} into {args.into}")
+    return 0
+
+
 def _cmd_fetch(args) -> int:
     from .baseline import default_cache_dir
     from .tasks.models import fetch_advertorch_lenet5
@@ -93,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="leaderboards", help="output directory (default: leaderboards)")
     p.add_argument("--print", action="store_true", help="also print the suite pages")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("compare", help="a results store's leaderboard cells beside the committed ones")
+    p.add_argument("results", help="the results store to show, e.g. runs/main/results")
+    p.add_argument("--reference", default="results", help="the reference store (default: results, the committed one)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("publish", help="copy a results store's records into the committed store (maintainers)")
+    p.add_argument("results", help="the results store to copy from, e.g. runs/main/results")
+    p.add_argument("--into", default="results", help="the store to append to (default: results)")
+    p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("fetch", help="download pretrained weights a suite names (needs the package registry)")
     p.add_argument("what", choices=["advertorch-lenet5"])

@@ -38,6 +38,8 @@ __all__ = [
     "t_975",
     "render",
     "write_leaderboards",
+    "comparison_rows",
+    "comparison_table",
     "GENERATED_MARKER",
 ]
 
@@ -724,3 +726,72 @@ def write_leaderboards(store_root: str | Path, out_dir: str | Path) -> list[Path
             path.unlink()
     return written
 
+
+
+# ------------------------------------------------------------------ comparison
+
+
+def _cells(records: Sequence[Mapping]) -> dict[tuple, dict]:
+    """Per leaderboard cell (suite, protocol, structure, method, target): the
+    primary metric and, under equal accuracy, the rate found, over seeds."""
+    out: dict[tuple, dict] = {}
+    by_suite: dict[tuple, list[Mapping]] = defaultdict(list)
+    for rec in records:
+        by_suite[(str(rec.get("suite")), bool(rec.get("smoke")))].append(rec)
+    for (suite, smoke), recs in by_suite.items():
+        kept, _, _, _ = _select(recs)
+        metric = _primary_metric(kept)
+        groups: dict[tuple, list[Mapping]] = defaultdict(list)
+        for rec in kept:
+            if _is_error(rec):
+                continue
+            if rec.get("protocol") == "equal_accuracy":
+                target = _quant_label(rec) or DASH
+            else:
+                rate = _num(_get(rec, "target", "rate"))
+                target = DASH if rate is None else f"{_sig(rate, trim=True)}×"
+                quant = _quant_label(rec)
+                target = f"{target} + {quant}" if quant else target
+            label = suite + (" (smoke)" if smoke else "")
+            groups[(label, str(rec.get("protocol")), _structure(rec), _method_label(rec), target)].append(rec)
+        for key, group in groups.items():
+            found = [r for r in group if _found(r) is not None]
+            out[key] = {
+                "metric": metric,
+                "value": _stat_of(group, lambda r: _num(_get(r, "metrics", metric))),
+                "rate_found": _stat_of(found, _found) if key[1] == "equal_accuracy" else None,
+                "seeds": len(group),
+            }
+    return out
+
+
+def comparison_rows(records: Iterable[Mapping], reference: Iterable[Mapping]) -> tuple[list[str], list[list[str]]]:
+    """The cells of ``records`` beside the same cells of ``reference`` (the
+    committed store): header and rows, this run minus reference as the
+    difference.  Cells the reference lacks show "—" there."""
+    mine, ref = _cells(list(records)), _cells(list(reference))
+    header = ["Suite", "Protocol", "Structure", "Method", "Target", "Metric",
+              "This run", "Reference", "Difference", "Seeds (this/ref)"]
+    rows = []
+
+    def add(key, what, a: Stat | None, b: Stat | None, fmt, n: str):
+        diff = DASH if a is None or b is None else _signed2(a.mean - b.mean) if what != "rate found" else f"{a.mean / b.mean:.2f}× of ref"
+        rows.append([*key, what, _fmt_stat(a, fmt), _fmt_stat(b, fmt), diff, n])
+
+    for key in sorted(mine):
+        a, b = mine[key], ref.get(key)
+        n = f"{a['seeds']}/{b['seeds'] if b else 0}"
+        if key[1] == "equal_accuracy":
+            add(key, "rate found", a["rate_found"], b["rate_found"] if b else None, _sig, n)
+        add(key, a["metric"], a["value"], b["value"] if b else None, _acc2, n)
+    return header, rows
+
+
+def comparison_table(records: Iterable[Mapping], reference: Iterable[Mapping]) -> str:
+    """:func:`comparison_rows` as a GitHub markdown table (tabulate)."""
+    from tabulate import tabulate
+
+    header, rows = comparison_rows(records, reference)
+    if not rows:
+        return "(no records in this run's store)"
+    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)

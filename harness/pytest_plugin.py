@@ -37,10 +37,14 @@ def pytest_addoption(parser):
     group.addoption("--device", dest="pb_device", default="cpu", help="torch device (default: cpu)")
     group.addoption("--data-root", dest="pb_data_root", default=None,
                     help="directory searched first for datasets and weights")
-    group.addoption("--results", dest="pb_results", default="results",
-                    help="results store directory (default: results)")
+    # not the committed results/: a user's runs never change the published store
+    group.addoption("--results", dest="pb_results", default="runs/results",
+                    help="results store directory (default: runs/results; the committed store is results/)")
     group.addoption("--wandb", dest="pb_wandb", default="offline", choices=WANDB_MODES,
                     help="wandb logging: offline (default, no network), online or off")
+    group.addoption("--threads", dest="pb_threads", default=1, type=int, metavar="N",
+                    help="torch threads inside each run point (default: 1; part of the dense cache key "
+                         "and of every record, since results change with it)")
 
 
 def _seeds(config) -> list[int] | None:
@@ -63,6 +67,9 @@ def pytest_configure(config):
         except PluginError as err:
             raise pytest.UsageError(str(err)) from None
     _seeds(config)
+    threads = config.getoption("pb_threads")
+    if threads < 1:
+        raise pytest.UsageError(f"--threads expects an integer >= 1, got {threads!r}")
     config.stash[_RECORDS] = []
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and int(workers) > 1:
@@ -85,6 +92,7 @@ def _context(config):
             results=ResultStore(results),
             tracker=Tracker(config.getoption("pb_wandb"), directory=results.parent if results.parent != Path("") else "."),
             progress=False,
+            threads=config.getoption("pb_threads"),
         )
     return config.stash[_CTX]
 
@@ -161,5 +169,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"{rec['suite']}::{rec['protocol']}[{rec['point_id']}] {metric}={rec['metrics'][metric]:.2f} "
             f"(dense {rec['dense_metrics'][metric]:.2f}) rate={rec['achieved_rate']:.3g}x{extra} [{rec['status']}]"
         )
-    tr.write_line(f"{len(records)} records appended to {config.getoption('pb_results')}/; "
-                  "regenerate the leaderboards with `prunebench leaderboard`")
+    store = config.getoption("pb_results")
+    tr.write_line(f"{len(records)} records appended to {store}/; see them with "
+                  f"`prunebench leaderboard --results {store} --out <dir>` or `prunebench compare {store}`")

@@ -8,6 +8,7 @@ that raises (a method crash, a failed verification) is recorded with status
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +47,9 @@ class RunContext:
     cache_dir: Path | None = None
     tracker: Any = None  # prunebench.tracking.Tracker or None
     progress: bool = True
+    #: torch intra-op threads inside a run point; fixed so results do not depend on
+    #: the machine's core count or on how many pytest-xdist workers share it
+    threads: int = 1
     _tasks: dict = field(default_factory=dict)
     _dense: dict = field(default_factory=dict)
 
@@ -202,11 +206,40 @@ def _base_record(suite: Suite, task: Task, point: RunPoint) -> dict:
         "git_dirty": env.pop("git_dirty", None),
         "versions": env,
         "device": str(task.device),
+        "torch_threads": torch.get_num_threads(),
     }
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int):
+    """A fixed torch thread count and deterministic algorithms for one run point.
+
+    A CPU reduction's result depends on how it is split across threads, so the
+    same point under 1 and 2 threads trains to different models; fixing the
+    count makes a point's numbers independent of the machine's cores and load.
+    The previous settings are restored afterwards."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    # warn_only: an op without a deterministic kernel (some CUDA ops) warns, not fails
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
 
 
 def run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
     """Run ``point`` of ``suite``; always records, even on error."""
+    with fixed_threads(ctx.threads):
+        return _run_point(suite, point, ctx)
+
+
+def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
     method_cls = registry.methods.get(point.method)  # unknown name: the registry's error
     structure = Structure.parse(point.structure)
     if structure.kind not in method_cls.structures:
@@ -268,12 +301,22 @@ def _finish(record: dict, start: float, ctx: RunContext) -> None:
         ctx.tracker.log_record(record)
 
 
+def _expect_applies(exp, point: RunPoint) -> bool:
+    if exp.methods is not None and point.method not in exp.methods:
+        return False
+    if exp.structures is not None and str(Structure.parse(point.structure)) not in {
+        str(Structure.parse(s)) for s in exp.structures
+    }:
+        return False
+    return True
+
+
 def _unmet(suite: Suite, point: RunPoint, record: dict) -> list[str]:
     metric = record["primary_metric"]
     out = []
     if point.protocol == "equal_compression":
         exp = suite.protocols.equal_compression.expect
-        if exp.methods is not None and point.method not in exp.methods:
+        if not _expect_applies(exp, point):
             return out
         drop = record["accuracy_drop"]
         if exp.max_accuracy_drop is not None and drop > exp.max_accuracy_drop:
@@ -287,7 +330,7 @@ def _unmet(suite: Suite, point: RunPoint, record: dict) -> list[str]:
             out.append(f"{metric}: target >= {exp.min_accuracy:g}, achieved {value:.2f}")
     else:
         exp = suite.protocols.equal_accuracy.expect
-        if exp.methods is not None and point.method not in exp.methods:
+        if not _expect_applies(exp, point):
             return out
         found = record["search"]["rate_found"]
         if exp.min_rate is not None and (found is None or found < exp.min_rate):

@@ -83,6 +83,12 @@ class CompressionExpect:
     min_accuracy: float | None = None
     #: methods the expectation applies to (default: all; random pruning is a control, not a contender)
     methods: tuple[str, ...] | None = None
+    #: structures it applies to (default: all the protocol runs)
+    structures: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        for s in self.structures or ():
+            Structure.parse(s)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,12 @@ class AccuracyExpect:
     min_rate: float | None = None
     #: methods the expectation applies to (default: all)
     methods: tuple[str, ...] | None = None
+    #: structures it applies to (default: all the protocol runs)
+    structures: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        for s in self.structures or ():
+            Structure.parse(s)
 
 
 @dataclass(frozen=True)

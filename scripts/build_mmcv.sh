@@ -27,9 +27,16 @@ tar -xzf "$work"/mmcv-"$MMCV_VERSION".tar.gz -C "$work"
 src="$work/mmcv-$MMCV_VERSION"
 sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
 log="$dest/build.log"
-echo "mmcv $MMCV_VERSION: building with ops for $key (about 8 min on 2 cores; log: $log)" >&2
+echo "mmcv $MMCV_VERSION: building with ops for $key (about 6 min on 2 cores; log: $log)" >&2
 start=$(date +%s)
-if ! ( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} FORCE_CUDA=0 \
+# Build time is spent parsing torch's headers, 77 times. Debug info (-g, from Python's
+# CFLAGS) makes each object ~35x larger and the build ~1.6x slower; -g0, appended after
+# Python's flags, drops it. The optimisation level barely matters (-O1 vs -O3: 6%), so
+# -O3 stays. A precompiled torch/extension.h was slower still (a 757 MB .gch to load).
+# benchmarks/mmcv_build_flags.sh measures this. ccache, when installed, is used by
+# torch's ninja build; BASEDIR/NOHASHDIR let a rebuild from a new temp dir hit it.
+if ! ( cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} FORCE_CUDA=0 \
+    CFLAGS="${CFLAGS:-} -g0" CXXFLAGS="${CXXFLAGS:-} -g0" CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1 \
     "$PY" -m pip wheel -v --no-build-isolation --no-deps . -w "$work/dist" ) >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   echo "error: the mmcv build failed (whole log: $log)" >&2

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Everything prunebench needs on a fresh machine: a venv with the registry's regular
-# torch + torchvision pair, prunebench (non-editable) with its test/data/tracking extras,
-# mmcv with ops + mmdetection (detection suites), the Debian Fashion-MNIST package and
-# advertorch's pretrained MNIST LeNet-5 weights.
+# torch + torchvision pair, prunebench (non-editable) with its test/data/tracking/hardware
+# extras, the Debian Fashion-MNIST package and advertorch's pretrained MNIST LeNet-5.
+#   bash scripts/setup.sh               the main job's set-up: minutes, no compiler work
+#   bash scripts/setup.sh --detection   also mmcv with ops (built once, ~6 min on 2 cores,
+#                                       then cached) + mmdetection: what the tests need
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+DETECTION=0
+for arg in "$@"; do
+  case "$arg" in
+    --detection) DETECTION=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg' (known: --detection)" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -19,12 +30,12 @@ $PIP install -q --upgrade pip
 # torchvision's compiled ops must match torch exactly; install the pair first.
 $PIP install -q $TORCH_PIN
 
-# Detection: mmcv 2.1.0 with its compiled ops (built once from source, ~8 min on
-# 2 cores, then reused from the wheel cache), then mmdet and pycocotools.
+# Detection (--detection): mmcv 2.1.0 with its compiled ops (built once from source,
+# then reused from the wheel cache), then mmdet and pycocotools.
 # A failed build leaves detection suites skipped with the reason, unless
 # PRUNEBENCH_REQUIRE_DETECTION=1 (CI) makes it fatal.
 has_mmcv_ops() { "$VENV/bin/python" -c "import mmcv._ext" 2>/dev/null; }
-if ! has_mmcv_ops; then
+if [ "$DETECTION" = "1" ] && ! has_mmcv_ops; then
   # with its dependencies: importing mmcv needs mmengine, addict, yapf, opencv
   if wheel=$(bash scripts/build_mmcv.sh "$VENV/bin/python" | tail -n1) && [ -f "$wheel" ]; then
     $PIP install -q "$wheel"
@@ -35,7 +46,7 @@ if has_mmcv_ops; then
   EXTRAS=$EXTRAS,detection
 elif [ "${PRUNEBENCH_REQUIRE_DETECTION:-0}" = "1" ]; then
   echo "error: mmcv with ops could not be built or imported" >&2; exit 1
-else
+elif [ "$DETECTION" = "1" ]; then
   echo "warning: mmcv with ops could not be built; detection suites will be skipped" >&2
 fi
 if [ "${EDITABLE:-0}" = "1" ]; then

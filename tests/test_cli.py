@@ -40,3 +40,42 @@ def test_leaderboard_command_writes_pages(tmp_path, capsys):
     assert "90.00" in page and "magnitude" in page
     assert (out_dir / "README.md").is_file()
     assert "90.00" in capsys.readouterr().out
+
+
+def _rec(seed, top1, created="2026-01-01T00:00:00Z"):
+    return {
+        "schema": 1, "suite": "s", "suite_version": 1, "smoke": False, "task": "classification",
+        "protocol": "equal_compression", "point_id": f"magnitude-unstructured-4x-s{seed}",
+        "method": {"name": "magnitude", "version": "1"}, "structure": "unstructured", "seed": seed,
+        "target": {"rate": 4.0, "structure": "unstructured", "quantization": None}, "status": "passed",
+        "primary_metric": "top1", "metrics": {"top1": top1}, "dense_metrics": {"top1": 91.0},
+        "accuracy_drop": 91.0 - top1, "achieved_rate": 4.0, "created": created,
+    }
+
+
+def _store(path, records):
+    path.mkdir()
+    (path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_compare_shows_each_cell_beside_the_reference_with_the_difference(tmp_path, capsys):
+    mine = _store(tmp_path / "mine", [_rec(0, 89.0), _rec(1, 91.0)])
+    ref = _store(tmp_path / "ref", [_rec(0, 88.0), _rec(1, 88.0), _rec(2, 88.0)])
+    assert main(["compare", str(mine), "--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if "magnitude v1" in line]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == ["s", "equal_compression", "unstructured", "magnitude v1", "4×"]
+    assert cells[5] == "top1" and cells[6].startswith("90.00 ± ") and cells[7] == "88.00 ± 0.00"
+    assert cells[8] == "+2.00" and cells[9] == "2/3"
+    assert main(["compare", str(tmp_path / "empty")]) == 1
+
+
+def test_publish_copies_records_and_leaves_the_source(tmp_path, capsys):
+    mine = _store(tmp_path / "mine", [_rec(0, 89.0)])
+    ref = _store(tmp_path / "ref", [_rec(1, 88.0)])
+    assert main(["publish", str(mine), "--into", str(ref)]) == 0
+    assert [json.loads(line)["seed"] for line in (ref / "s.jsonl").read_text().splitlines()] == [1, 0]
+    assert len((mine / "s.jsonl").read_text().splitlines()) == 1
+    assert main(["publish", str(mine), "--into", str(mine)]) == 2

@@ -217,6 +217,7 @@ def test_coco_metric_matches_pycocotools(tmp_path):
 
 
 @needs_mmdet
+@pytest.mark.slow
 def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
     """The shipped detection smoke suite (--smoke variant) through pytest, as a
     user runs it: mmdet RetinaNet on generated COCO data, magnitude and ADMM,
@@ -236,7 +237,7 @@ def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
     assert {r["method"]["name"] for r in recs} == {"magnitude", "admm"}
     for r in recs:
         assert r["task"] == "detection" and r["primary_metric"] == "mAP"
-        assert r["dense_metrics"]["mAP"] > 10  # the detector learned the shapes
+        assert r["dense_metrics"]["mAP"] > 10, r["dense_metrics"]  # the detector learned the shapes
         assert r["metrics"]["mAP"] is not None and r["metrics"]["eval_images"] == 48
         assert r["achieved_rate"] >= 2 * 0.999
         layers = r["target"]["layers"]

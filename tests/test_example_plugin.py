@@ -36,6 +36,7 @@ def test_prunebench_list_finds_it(installed):
     assert "prunebench-example 0.1.0" in line and "BROKEN" not in line
 
 
+@pytest.mark.slow
 def test_smoke_suite_runs_it(installed, pytester, isolated_cache, monkeypatch):
     # the classification smoke suite only; detection and lanes have their own end-to-end tests
     (pytester.path / "suites" / "smoke").mkdir(parents=True)
@@ -49,6 +50,7 @@ def test_smoke_suite_runs_it(installed, pytester, isolated_cache, monkeypatch):
     assert all(r["status"] == "passed" for r in recs)
 
 
+@pytest.mark.slow
 def test_its_own_conformance_tests_pass(installed, pytester, monkeypatch):
     shutil.copy(EXAMPLE / "test_example_conformance.py", pytester.path)
     monkeypatch.setenv("PYTHONPATH", installed["PYTHONPATH"])

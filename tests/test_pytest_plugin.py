@@ -40,6 +40,7 @@ def _records(results_dir):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_suites_pass_with_magnitude(pytester, isolated_cache):
     # the classification smoke suite; detection and lanes have their own end-to-end tests
     (pytester.path / "suites" / "smoke").mkdir(parents=True)
@@ -58,6 +59,30 @@ def test_smoke_suites_pass_with_magnitude(pytester, isolated_cache):
         assert "torch" in r["versions"]
     search = next(r for r in recs if r["protocol"] == "equal_accuracy")["search"]
     assert search["runs"] == len(search["trace"]) >= 1
+
+
+@pytest.mark.slow
+def test_smoke_suite_outcome_does_not_depend_on_the_thread_count(pytester, tmp_path, monkeypatch):
+    """The classification smoke suite under 1 and 2 host threads gives the same
+    numbers (run points fix their thread count), and passes under --threads 2
+    too (the suite's margins were measured under both)."""
+    (pytester.path / "suites" / "smoke").mkdir(parents=True)
+    shutil.copy(REPO / "suites" / "smoke" / "lenet5_synthetic.yaml", pytester.path / "suites" / "smoke")
+    runs = {}
+    for label, host_threads, extra in (("host1", "1", []), ("host2", "2", []), ("threads2", "2", ["--threads", "2"])):
+        monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / f"cache-{label}"))  # each trains its own dense model
+        monkeypatch.setenv("OMP_NUM_THREADS", host_threads)
+        res = pytester.runpytest_subprocess("suites/smoke", "--method", "magnitude", "--wandb", "off",
+                                            "--results", f"res-{label}", "-p", "no:cacheprovider", *extra)
+        res.assert_outcomes(passed=3)
+        runs[label] = {r["point_id"]: r for r in _records(pytester.path / f"res-{label}")}
+    assert {r["torch_threads"] for r in runs["host1"].values()} == {1}
+    assert {r["torch_threads"] for r in runs["threads2"].values()} == {2}
+    for point, rec in runs["host1"].items():
+        other = runs["host2"][point]
+        assert (rec["dense_metrics"], rec["metrics"], rec["achieved_rate"]) == \
+            (other["dense_metrics"], other["metrics"], other["achieved_rate"]), point
+        assert rec["dense_key"] != runs["threads2"][point]["dense_key"]  # another thread count, another model
 
 
 def test_item_ids_are_readable(pytester, isolated_cache):

@@ -46,6 +46,7 @@ def test_example_plugin_registers(installed_example):
     assert registry.methods.info(installed_example).distribution == "my-prune"
 
 
+@pytest.mark.slow
 def test_example_plugin_runs_the_smoke_suite(installed_example, pytester, isolated_cache):
     # the classification smoke suite only; detection and lanes have their own end-to-end tests
     (pytester.path / "suites" / "smoke").mkdir(parents=True)
