@@ -22,19 +22,30 @@ weights closest to their level, freezes them, and retrains the rest.
 
 Every projection is the shared library's (``prunebench.projections``,
 ``prunebench.quant``); the per-iteration residuals ||W - Z|| are returned so
-convergence is visible in the results.
+convergence is visible in the results.  The ADMM machinery itself (penalty,
+Z/U steps, stage schedule, hard projection and retraining, mapping) is the
+public :mod:`prunebench.recipes`, for other methods to build on.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from prunebench import Callback, KeepMasked, Method
+from prunebench import KeepMasked, Method
 from prunebench.projections import project_masks
-from prunebench.quant import quantize_
+from prunebench.recipes import (
+    ADMMPenalty,
+    hard_prune_and_retrain,
+    level_projection,
+    progressive_mapping,
+    run_admm_stages,
+    short_metrics,
+    sparse_projection,
+    split_budget,
+    target_weights,
+)
 
 __all__ = ["ADMM", "ADMMConfig", "MemristorADMM", "MemristorConfig"]
 
@@ -78,56 +89,6 @@ class ADMMConfig:
             raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
 
 
-class _Penalty:
-    """rho/2 * sum_i ||W_i - Z_i + U_i||^2 over the given layers (a Trainer penalty)."""
-
-    def __init__(self, params: dict[str, torch.nn.Parameter], rho: float):
-        self.params = params
-        self.rho = rho
-        self.z = {n: p.detach().clone() for n, p in params.items()}
-        self.u = {n: torch.zeros_like(p) for n, p in params.items()}
-
-    def __call__(self, model) -> torch.Tensor:
-        total = 0.0
-        for n, p in self.params.items():
-            total = total + ((p - self.z[n] + self.u[n]) ** 2).sum()
-        return 0.5 * self.rho * total
-
-    @torch.no_grad()
-    def update(self, project) -> dict:
-        """Z- and U-steps; returns primal ||W - Z|| and dual rho ||Z - Z_prev|| residuals."""
-        w_plus_u = {n: p.detach() + self.u[n] for n, p in self.params.items()}
-        z_new = project(w_plus_u)
-        primal = dual = 0.0
-        for n, p in self.params.items():
-            dual += float(((z_new[n] - self.z[n]) ** 2).sum())
-            self.z[n] = z_new[n]
-            diff = p.detach() - self.z[n]
-            self.u[n] += diff
-            primal += float((diff**2).sum())
-        return {"primal_residual": math.sqrt(primal), "dual_residual": self.rho * math.sqrt(dual)}
-
-
-class _Freeze(Callback):
-    """Only ``trainable`` weights learn; the others (pruned or snapped) keep their values,
-    weight decay and momentum included."""
-
-    def __init__(self, params: dict[str, torch.nn.Parameter], trainable: dict[str, torch.Tensor]):
-        self.params = params
-        self.trainable = {n: m.to(params[n].dtype) for n, m in trainable.items()}
-        self.frozen = {n: p.detach().clone() for n, p in params.items()}
-
-    def after_backward(self, trainer):
-        for n, p in self.params.items():
-            if p.grad is not None:
-                p.grad.mul_(self.trainable[n])
-
-    @torch.no_grad()
-    def after_step(self, trainer):
-        for n, p in self.params.items():
-            p.copy_(torch.where(self.trainable[n].bool(), p, self.frozen[n]))
-
-
 class ADMM(Method):
     """ADMM-NN joint pruning + quantization; ADMM-NN-S for structured targets."""
 
@@ -143,45 +104,30 @@ class ADMM(Method):
     # ------------------------------------------------------------------ phases
     def _budget(self, trainer) -> dict[str, float]:
         cfg = self.config
-        shares = {
+        return split_budget(trainer.epochs_left, {
             "prune": cfg.prune_share if cfg.prune else 0.0,
             "retrain": cfg.retrain_share if cfg.prune else 0.0,
             "quant": cfg.quant_share if cfg.quantize else 0.0,
-        }
-        total = sum(shares.values()) or 1.0
-        return {k: trainer.epochs_left * v / total for k, v in shares.items()}
+        })
 
     def compress(self, model, target, trainer):
         cfg = self.config
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
+        params = target_weights(model, target)
         sizes = {n: p.numel() for n, p in params.items()}
         keep = target.keep_budget(sizes)
         budget = self._budget(trainer)
         info: dict = {"residuals": [], "quant_residuals": []}
 
-        def prune_projection(weights):
-            masks = project_masks(weights, target.structure, keep, allocation=cfg.allocation)
-            return {n: weights[n] * masks[n] for n in weights}
+        def masks_of(weights):
+            return project_masks(weights, target.structure, keep, allocation=cfg.allocation)
 
         if cfg.prune:
-            penalty = _Penalty(params, cfg.rho)
-            penalty.z = prune_projection({n: p.detach() for n, p in params.items()})
-            period = budget["prune"] / (cfg.stages * cfg.iterations)
-            for stage in range(cfg.stages):
-                for it in range(cfg.iterations):
-                    _fit(trainer, period, penalty=penalty)
-                    res = penalty.update(prune_projection)
-                    info["residuals"].append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
-                penalty.rho *= cfg.rho_multiplier
-        # hard projection (the standard one-shot pruner when prune is off)
-        with torch.no_grad():
-            masks = project_masks({n: p.detach() for n, p in params.items()}, target.structure, keep,
-                                  allocation=cfg.allocation)
-            for n, p in params.items():
-                p.mul_(masks[n])
-        info["hard_prune_metrics"] = _short(trainer.evaluate())
-        _fit(trainer, budget["retrain"], callbacks=[KeepMasked(masks)])
+            projection = sparse_projection(masks_of)
+            penalty = ADMMPenalty(params, cfg.rho, project=projection)
+            info["residuals"] = run_admm_stages(trainer, penalty, projection, budget["prune"], stages=cfg.stages,
+                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier)
+        # hard projection (the standard one-shot pruner when prune is off), then masked retraining
+        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, budget["retrain"])
 
         if cfg.quantize and target.quantization is not None:
             self._quantize(params, masks, target.quantization, trainer, budget["quant"], info)
@@ -189,60 +135,16 @@ class ADMM(Method):
 
     def _quantize(self, params, masks, quantization, trainer, epochs, info) -> None:
         cfg = self.config
-
-        def q_projection(weights):
-            out = {}
-            for n, w in weights.items():
-                q = (w * masks[n]).clone()
-                quantize_(q, quantization)
-                out[n] = q
-            return out
-
+        projection = level_projection(masks, quantization)
         admm_epochs = epochs * 0.5
         map_epochs = epochs - admm_epochs
-        penalty = _Penalty(params, cfg.quant_rho)
-        penalty.z = q_projection({n: p.detach() for n, p in params.items()})
-        for it in range(cfg.quant_iterations):
-            _fit(trainer, admm_epochs / cfg.quant_iterations, penalty=penalty, callbacks=[KeepMasked(masks)])
-            res = penalty.update(q_projection)
-            info["quant_residuals"].append({"iteration": it, "rho": penalty.rho, **res})
-
-        # progressive masked mapping: snap the closest free weights, freeze them, retrain the rest
-        free = {n: masks[n].clone().bool() for n in params}
-        for r in range(cfg.mapping_rounds):
-            with torch.no_grad():
-                target_q = q_projection({n: p.detach() for n, p in params.items()})
-                for n, p in params.items():
-                    dist = (p.detach() - target_q[n]).abs()
-                    candidates = free[n]
-                    count = int(candidates.sum())
-                    if count == 0:
-                        continue
-                    take = count if r == cfg.mapping_rounds - 1 else max(1, math.ceil(cfg.mapping_fraction * count))
-                    scores = torch.where(candidates, dist, torch.full_like(dist, math.inf)).flatten()
-                    chosen = torch.argsort(scores, stable=True)[:take]
-                    flat_free = free[n].flatten()
-                    flat_free[chosen] = False
-                    free[n] = flat_free.view_as(free[n])
-                    p.copy_(torch.where(free[n], p, target_q[n]))
-            if r < cfg.mapping_rounds - 1:
-                _fit(trainer, map_epochs / (cfg.mapping_rounds - 1), callbacks=[_Freeze(params, free)])
-        # the frozen weights were snapped; a final projection settles every value on the level set
-        with torch.no_grad():
-            final = q_projection({n: p.detach() for n, p in params.items()})
-            for n, p in params.items():
-                p.copy_(final[n])
-
-
-def _fit(trainer, epochs: float, **kwargs) -> None:
-    """trainer.fit within what is left of the budget; nothing when under one step."""
-    epochs = min(epochs, trainer.epochs_left)
-    if epochs * trainer.task.steps_per_epoch() >= 1:
-        trainer.fit(epochs, **kwargs)
-
-
-def _short(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        penalty = ADMMPenalty(params, cfg.quant_rho, project=projection)
+        # one stage at fixed rho, pruned weights held at zero; records carry no stage
+        records = run_admm_stages(trainer, penalty, projection, admm_epochs, iterations=cfg.quant_iterations,
+                                  callbacks=[KeepMasked(masks)])
+        info["quant_residuals"] = [{k: v for k, v in r.items() if k != "stage"} for r in records]
+        progressive_mapping(trainer, params, masks, projection, map_epochs, fraction=cfg.mapping_fraction,
+                            rounds=cfg.mapping_rounds)
 
 
 @dataclass(frozen=True)
@@ -283,7 +185,7 @@ class MemristorADMM(ADMM):
                     for n, w in clean.items():
                         noise = torch.randn(w.shape, generator=gen).to(w.device)
                         modules[n].weight.copy_(w * (1 + cfg.mismatch_sigma * noise))
-                values.append(_short(trainer.evaluate()))
+                values.append(short_metrics(trainer.evaluate()))
             with torch.no_grad():
                 for n, w in clean.items():
                     modules[n].weight.copy_(w)

@@ -74,6 +74,7 @@ from torch.nn.utils import parametrize
 
 from prunebench import Callback, KeepMasked, Method
 from prunebench.projections import group_view, groups_to_mask
+from prunebench.recipes import short_metrics
 
 __all__ = ["AutoPrune", "AutoPruneConfig"]
 
@@ -345,7 +346,7 @@ class AutoPrune(Method):
         info["keep_budget"] = keep
         info["threshold_changed_weights"] = flips  # how far the exact threshold moved from h(M)
         info["aux_epochs"] = trainer.epochs_spent - start
-        info["hard_prune_metrics"] = _short(trainer.evaluate())
+        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
         info["retrain_epochs"] = 0.0
         left = math.floor(trainer.epochs_left * spe + 1e-6)
         if cfg.retrain_share > 0 and left >= 1:
@@ -353,7 +354,3 @@ class AutoPrune(Method):
             info["retrain_epochs"] = report.epochs
             info["retrain_losses"] = report.epoch_losses
         return info
-
-
-def _short(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -29,9 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
-from prunebench import KeepMasked, Method
-from prunebench.methods.admm import _fit, _Penalty, _short
+from prunebench import Method
 from prunebench.projections import PATTERN_LIMITS, pattern_library_pdnn, project_masks
+from prunebench.recipes import (
+    ADMMPenalty,
+    hard_prune_and_retrain,
+    run_admm_stages,
+    sparse_projection,
+    split_budget,
+    target_weights,
+)
 
 __all__ = ["PatternPruning", "PatternConfig"]
 
@@ -93,8 +100,7 @@ class PatternPruning(Method):
         kind = target.structure.kind
         if kind not in self.structures:
             raise ValueError(f"pattern pruning produces structure 'pattern' or 'kernel', got {target.structure}")
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
+        params = target_weights(model, target)
         keep = target.keep_budget({n: p.numel() for n, p in params.items()})
 
         kernels = [p.detach() for p in params.values() if _is_3x3(p)]
@@ -105,35 +111,19 @@ class PatternPruning(Method):
             return project_masks(weights, target.structure, keep, allocation=cfg.allocation,
                                  pattern_library=library)
 
-        def projection(weights):
-            m = masks_of(weights)
-            return {n: weights[n] * m[n] for n in weights}
-
-        shares = cfg.admm_share + cfg.retrain_share
-        admm_epochs = trainer.epochs_left * cfg.admm_share / shares
-        retrain_epochs = trainer.epochs_left * cfg.retrain_share / shares
+        projection = sparse_projection(masks_of)
+        epochs = split_budget(trainer.epochs_left, {"admm": cfg.admm_share, "retrain": cfg.retrain_share})
         info: dict = {
             "library": [] if library is None else library.reshape(-1, 9).int().tolist(),
             "residuals": [],
         }
 
         if cfg.admm_share > 0:
-            penalty = _Penalty(params, cfg.rho)
-            penalty.z = projection({n: p.detach() for n, p in params.items()})
-            period = admm_epochs / (cfg.stages * cfg.iterations)
-            for stage in range(cfg.stages):
-                for it in range(cfg.iterations):
-                    _fit(trainer, period, penalty=penalty)
-                    res = penalty.update(projection)
-                    info["residuals"].append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
-                penalty.rho *= cfg.rho_multiplier
+            penalty = ADMMPenalty(params, cfg.rho, project=projection)
+            info["residuals"] = run_admm_stages(trainer, penalty, projection, epochs["admm"], stages=cfg.stages,
+                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier)
 
-        with torch.no_grad():
-            masks = masks_of({n: p.detach() for n, p in params.items()})
-            for n, p in params.items():
-                p.mul_(masks[n])
-        info["hard_prune_metrics"] = _short(trainer.evaluate())
-        _fit(trainer, retrain_epochs, callbacks=[KeepMasked(masks)])
+        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"])
 
         info["kernels_kept"] = {}
         info["patterns_used"] = {}

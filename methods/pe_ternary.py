@@ -54,9 +54,9 @@ from typing import Mapping
 import torch
 
 from prunebench import Callback, Method, Quantization, Structure
-from prunebench.methods.admm import _fit, _short
 from prunebench.projections import project_masks, structure_groups
 from prunebench.quant import quantize_
+from prunebench.recipes import fit_within_budget, hard_project_, short_metrics, split_budget, target_weights
 
 __all__ = [
     "PETernary",
@@ -273,10 +273,10 @@ class _TernarySTE(Callback):
 
 
 def _ste_fit(trainer, epochs: float, ste: _TernarySTE) -> None:
-    """``_fit`` with the parameters ternary inside and latent outside the call."""
+    """``fit_within_budget`` with the parameters ternary inside and latent outside the call."""
     ste.begin()
     try:
-        _fit(trainer, epochs, callbacks=[ste])
+        fit_within_budget(trainer, epochs, callbacks=[ste])
     finally:
         ste.end()
 
@@ -300,31 +300,24 @@ class PETernary(Method):
             )
         if target.structure.kind != "pe":
             raise ValueError(f"pe_ternary produces structure pe:N, got {target.structure}")
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
+        params = target_weights(model, target)
         keep = target.keep_budget({n: p.numel() for n, p in params.items()})
-        shares = cfg.sparsify_share + cfg.finetune_share
-        sparsify_epochs = trainer.epochs_left * cfg.sparsify_share / shares
-        finetune_epochs = trainer.epochs_left * cfg.finetune_share / shares
+        epochs = split_budget(trainer.epochs_left, {"sparsify": cfg.sparsify_share, "finetune": cfg.finetune_share})
         info: dict = {"sparsify": [], "finetune": []}
 
         if cfg.sparsify_share > 0:
             ste = _TernarySTE(params, target.structure, keep, cfg.allocation,
                               group_lasso=cfg.group_lasso, wpc=cfg.wpc)
-            _ste_fit(trainer, sparsify_epochs, ste)
+            _ste_fit(trainer, epochs["sparsify"], ste)
             info["sparsify"] = ste.trace
 
-        with torch.no_grad():
-            masks = project_masks({n: p.detach() for n, p in params.items()}, target.structure, keep,
-                                  allocation=cfg.allocation)
-            for n, p in params.items():
-                p.mul_(masks[n].to(p.dtype))
+        masks = hard_project_(params, lambda w: project_masks(w, target.structure, keep, allocation=cfg.allocation))
         ste = _TernarySTE(params, target.structure, keep, cfg.allocation, masks=masks)
         ste.begin()  # the projected, ternarized model before fine-tuning
-        info["hard_prune_metrics"] = _short(trainer.evaluate())
+        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
         ste.end()
         if cfg.finetune_share > 0:
-            _ste_fit(trainer, finetune_epochs, ste)
+            _ste_fit(trainer, epochs["finetune"], ste)
             info["finetune"] = ste.trace
 
         info["scales"] = {}

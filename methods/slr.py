@@ -77,6 +77,7 @@ import torch
 
 from prunebench import Callback, KeepMasked, Method
 from prunebench.projections import PATTERNS_SLR_5OF9, project_masks
+from prunebench.recipes import hard_project_, short_metrics, target_weights
 
 __all__ = ["SLR", "SLRConfig", "slr_alpha"]
 
@@ -226,8 +227,7 @@ class SLR(Method):
         cfg = self.config
         if not math.isfinite(trainer.epochs_left):
             raise ValueError("slr needs a finite epoch budget (trainer.budget_epochs), got an unlimited one")
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
+        params = target_weights(model, target)
         keep = target.keep_budget({n: p.numel() for n, p in params.items()})
         library = PATTERNS_SLR_5OF9 if (target.structure.kind == "pattern" and cfg.pattern_library == "slr") else None
         metric = trainer.task.primary_metric
@@ -288,12 +288,9 @@ class SLR(Method):
             w_prev, f_prev = w, f
             check_target("slr")
 
-        with torch.no_grad():
-            masks = masks_of({n: p.detach() for n, p in params.items()})
-            for n, p in params.items():
-                p.mul_(masks[n])
+        masks = hard_project_(params, masks_of)
         info["slr_epochs"] = trainer.epochs_spent - start
-        info["hard_prune_metrics"] = _short(trainer.evaluate())
+        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
         info["retrain_epochs"] = 0.0
         if cfg.retrain_share > 0:
             left = math.floor(trainer.epochs_left * spe + 1e-6)
@@ -301,11 +298,7 @@ class SLR(Method):
                 report = trainer.fit(left / spe, callbacks=[KeepMasked(masks)])
                 info["retrain_epochs"] = report.epochs
                 info["retrain_losses"] = report.epoch_losses
-                info["retrained_metrics"] = _short(trainer.evaluate())
+                info["retrained_metrics"] = short_metrics(trainer.evaluate())
                 check_target("retrain")
         info["final_s"], info["final_k"] = state.s, state.k
         return info
-
-
-def _short(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

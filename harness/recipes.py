@@ -1,0 +1,318 @@
+"""Building blocks for ADMM-style compression methods, public for plugin authors.
+
+The built-in ``admm``, ``admm_memristor``, ``pattern``, ``pe_ternary`` and
+``slr`` methods are made of these pieces; a third-party method can be too.
+For target layers with weights W, a constraint set S with Euclidean
+projection Proj_S, and scaled ADMM:
+
+    W-step  SGD on task loss + rho/2 sum_i ||W_i - Z_i + U_i||^2   (:class:`ADMMPenalty`)
+    Z-step  Z = Proj_S(W + U)                                       (:meth:`ADMMPenalty.z_step`)
+    U-step  U = U + W - Z                                           (:meth:`ADMMPenalty.u_step`)
+
+:func:`run_admm_stages` runs ``stages`` x ``iterations`` of that loop with rho
+multiplied after every stage (progressive rho); :func:`hard_prune_and_retrain`
+is the usual ending (hard projection, then masked retraining);
+:func:`progressive_mapping` is ADMM-NN's progressive masked mapping onto a
+quantizer's level set.  Projections are plain functions ``dict[name, W] ->
+dict[name, Z]``; :func:`sparse_projection` and :func:`level_projection` build
+them from :func:`prunebench.projections.project_masks` and
+:func:`prunebench.quant.quantize_`.
+
+A sketch of a method (see ``methods/admm.py`` for the full one)::
+
+    params = target_weights(model, target)
+    keep = target.keep_budget({n: p.numel() for n, p in params.items()})
+    masks_of = lambda w: project_masks(w, target.structure, keep)
+    epochs = split_budget(trainer.epochs_left, {"admm": 0.7, "retrain": 0.3})
+    project = sparse_projection(masks_of)
+    penalty = ADMMPenalty(params, rho=1e-2, project=project)
+    residuals = run_admm_stages(trainer, penalty, project, epochs["admm"], stages=3, iterations=2,
+                                rho_multiplier=10.0)
+    masks, metrics = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"])
+
+Every training call goes through :func:`fit_within_budget`, so a method never
+asks the :class:`~prunebench.Trainer` for more than its budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .quant import quantize_
+from .target import Quantization
+from .trainer import Callback, KeepMasked
+
+__all__ = [
+    "ADMMPenalty",
+    "Freeze",
+    "Projection",
+    "fit_within_budget",
+    "hard_prune_and_retrain",
+    "hard_project_",
+    "level_projection",
+    "progressive_mapping",
+    "run_admm_stages",
+    "short_metrics",
+    "sparse_projection",
+    "split_budget",
+    "target_weights",
+]
+
+#: a projection onto a constraint set: layer name -> weight, to layer name -> projected weight
+Projection = Callable[[Mapping[str, torch.Tensor]], dict]
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def short_metrics(metrics: Mapping) -> dict:
+    """The scalar (int / float) entries of a task's metrics, for a method's info dict."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def fit_within_budget(trainer, epochs: float, **kwargs) -> None:
+    """``trainer.fit(epochs, **kwargs)`` capped at the epochs left; nothing when under one step.
+
+    Phases computed as shares of the budget can ask for a fraction of a step,
+    or (after rounding in earlier fits) slightly more than is left; this
+    trims the first and skips the second instead of raising.
+    """
+    epochs = min(epochs, trainer.epochs_left)
+    if epochs * trainer.task.steps_per_epoch() >= 1:
+        trainer.fit(epochs, **kwargs)
+
+
+def split_budget(epochs: float, shares: Mapping[str, float]) -> dict[str, float]:
+    """``epochs`` split over phases in proportion to ``shares`` (normalised; all zero gives zeros)."""
+    total = sum(shares.values()) or 1.0
+    return {k: epochs * v / total for k, v in shares.items()}
+
+
+def target_weights(model: nn.Module, target) -> dict[str, nn.Parameter]:
+    """The ``weight`` parameter of every layer in ``target.layers``, by layer name."""
+    modules = dict(model.named_modules())
+    return {n: modules[n].weight for n in target.layers}
+
+
+# ---------------------------------------------------------------- projections
+
+
+def sparse_projection(masks_of: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]) -> Projection:
+    """Proj_S from a mask function: W -> W * masks_of(W), layer by layer.
+
+    ``masks_of`` is typically ``project_masks`` with the target's structure
+    and keep budget bound, so Proj_S keeps the best groups within the budget.
+    """
+
+    def project(weights):
+        masks = masks_of(weights)
+        return {n: weights[n] * masks[n] for n in weights}
+
+    return project
+
+
+def level_projection(masks: Mapping[str, torch.Tensor], quantization: Quantization) -> Projection:
+    """Proj_Q: the weights kept by ``masks`` onto ``quantization``'s level set, the others zero.
+
+    The harness reserves the value zero for pruned weights, so the mask is
+    applied before the quantizer (``quantize_``) fits its scale.
+    """
+
+    def project(weights):
+        out = {}
+        for n, w in weights.items():
+            q = (w * masks[n]).clone()
+            quantize_(q, quantization)
+            out[n] = q
+        return out
+
+    return project
+
+
+# ---------------------------------------------------------------- ADMM
+
+
+class ADMMPenalty:
+    """The W-step penalty rho/2 sum_i ||W_i - Z_i + U_i||^2, with Z and U and their updates.
+
+    Pass it as ``trainer.fit(..., penalty=penalty)``; the Trainer adds it to
+    the task loss every step, so its gradient is rho (W - Z + U) on each
+    parameter.  ``z`` starts at ``project(W)`` when ``project`` is given (else
+    at W), ``u`` at zero.  ``rho`` may be changed between fits (the stage
+    schedule does); U is the *scaled* dual and is not rescaled when it is.
+    """
+
+    def __init__(self, params: Mapping[str, nn.Parameter], rho: float, project: Projection | None = None):
+        self.params = dict(params)
+        self.rho = rho
+        self.z = {n: p.detach().clone() for n, p in self.params.items()}
+        self.u = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        if project is not None:
+            self.z = project({n: p.detach() for n, p in self.params.items()})
+
+    def __call__(self, model) -> torch.Tensor:
+        total = 0.0
+        for n, p in self.params.items():
+            total = total + ((p - self.z[n] + self.u[n]) ** 2).sum()
+        return 0.5 * self.rho * total
+
+    @torch.no_grad()
+    def z_step(self, project: Projection) -> float:
+        """Z = Proj(W + U); returns the dual residual rho ||Z - Z_prev||."""
+        z_new = project({n: p.detach() + self.u[n] for n, p in self.params.items()})
+        dual = 0.0
+        for n in self.params:
+            dual += float(((z_new[n] - self.z[n]) ** 2).sum())
+            self.z[n] = z_new[n]
+        return self.rho * math.sqrt(dual)
+
+    @torch.no_grad()
+    def u_step(self) -> float:
+        """U = U + W - Z (in place); returns the primal residual ||W - Z||."""
+        primal = 0.0
+        for n, p in self.params.items():
+            diff = p.detach() - self.z[n]
+            self.u[n] += diff
+            primal += float((diff**2).sum())
+        return math.sqrt(primal)
+
+    def update(self, project: Projection) -> dict:
+        """One Z-step then one U-step; returns ``primal_residual`` and ``dual_residual``."""
+        dual = self.z_step(project)
+        primal = self.u_step()
+        return {"primal_residual": primal, "dual_residual": dual}
+
+
+def run_admm_stages(
+    trainer,
+    penalty: ADMMPenalty,
+    project: Projection,
+    epochs: float,
+    *,
+    stages: int = 1,
+    iterations: int = 1,
+    rho_multiplier: float = 1.0,
+    callbacks: Sequence[Callback] = (),
+) -> list[dict]:
+    """``stages`` x ``iterations`` ADMM iterations on ``epochs`` of training; rho x ``rho_multiplier`` per stage.
+
+    Each iteration is a W-step of ``epochs / (stages * iterations)`` epochs
+    (:func:`fit_within_budget`, so a period under one step trains nothing)
+    followed by ``penalty.update(project)``.  ``callbacks`` go to every
+    W-step.  Returns one record per iteration: stage, iteration, the rho it
+    ran with and the residuals, so convergence is visible in the results.
+    """
+    period = epochs / (stages * iterations)
+    records = []
+    for stage in range(stages):
+        for it in range(iterations):
+            fit_within_budget(trainer, period, penalty=penalty, callbacks=callbacks)
+            res = penalty.update(project)
+            records.append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
+        # ADMM-NN-S's dynamic regularisation: a harder pull towards Z each stage
+        penalty.rho *= rho_multiplier
+    return records
+
+
+# ---------------------------------------------------------------- hard projection and retraining
+
+
+@torch.no_grad()
+def hard_project_(
+    params: Mapping[str, nn.Parameter],
+    masks_of: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]],
+) -> dict[str, torch.Tensor]:
+    """Zero, in place, every weight outside ``masks_of(W)``; returns those masks."""
+    masks = masks_of({n: p.detach() for n, p in params.items()})
+    for n, p in params.items():
+        p.mul_(masks[n].to(p.dtype))
+    return dict(masks)
+
+
+def hard_prune_and_retrain(
+    trainer,
+    params: Mapping[str, nn.Parameter],
+    masks_of: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]],
+    epochs: float,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Hard projection (:func:`hard_project_`), an evaluation, then masked retraining.
+
+    The retraining (``KeepMasked``: pruned weights get no gradient and stay
+    zero) runs for ``epochs`` within the budget.  Returns the masks and the
+    short metrics of the hard-pruned model before retraining (what an ADMM
+    paper calls accuracy without retraining).
+    """
+    masks = hard_project_(params, masks_of)
+    metrics = short_metrics(trainer.evaluate())
+    fit_within_budget(trainer, epochs, callbacks=[KeepMasked(masks)])
+    return masks, metrics
+
+
+class Freeze(Callback):
+    """Only ``trainable`` weights learn; the others keep the values they had when
+    the callback was made, weight decay and momentum included."""
+
+    def __init__(self, params: Mapping[str, nn.Parameter], trainable: Mapping[str, torch.Tensor]):
+        self.params = dict(params)
+        self.trainable = {n: m.to(self.params[n].dtype) for n, m in trainable.items()}
+        self.frozen = {n: p.detach().clone() for n, p in self.params.items()}
+
+    def after_backward(self, trainer):
+        for n, p in self.params.items():
+            if p.grad is not None:
+                p.grad.mul_(self.trainable[n])
+
+    @torch.no_grad()
+    def after_step(self, trainer):
+        # SGD's weight decay and momentum move weights with zero gradient; put them back
+        for n, p in self.params.items():
+            p.copy_(torch.where(self.trainable[n].bool(), p, self.frozen[n]))
+
+
+def progressive_mapping(
+    trainer,
+    params: Mapping[str, nn.Parameter],
+    masks: Mapping[str, torch.Tensor],
+    project: Projection,
+    epochs: float,
+    *,
+    fraction: float,
+    rounds: int,
+) -> None:
+    """ADMM-NN's progressive masked mapping of the weights onto ``project``'s set.
+
+    Starting with the weights kept by ``masks`` free, each of ``rounds``
+    rounds snaps the ``fraction`` of still-free weights closest to their
+    projection (at least one per layer; all of them in the last round) and
+    freezes them; between rounds the free ones retrain (:class:`Freeze`) for
+    ``epochs / (rounds - 1)``.  A final projection then puts every weight on
+    the set.
+    """
+    free = {n: masks[n].clone().bool() for n in params}
+    for r in range(rounds):
+        with torch.no_grad():
+            target_q = project({n: p.detach() for n, p in params.items()})
+            for n, p in params.items():
+                dist = (p.detach() - target_q[n]).abs()
+                candidates = free[n]
+                count = int(candidates.sum())
+                if count == 0:
+                    continue
+                take = count if r == rounds - 1 else max(1, math.ceil(fraction * count))
+                scores = torch.where(candidates, dist, torch.full_like(dist, math.inf)).flatten()
+                chosen = torch.argsort(scores, stable=True)[:take]
+                flat_free = free[n].flatten()
+                flat_free[chosen] = False
+                free[n] = flat_free.view_as(free[n])
+                p.copy_(torch.where(free[n], p, target_q[n]))
+        if r < rounds - 1:
+            fit_within_budget(trainer, epochs / (rounds - 1), callbacks=[Freeze(params, free)])
+    # the frozen weights were snapped; a final projection settles every value on the level set
+    with torch.no_grad():
+        final = project({n: p.detach() for n, p in params.items()})
+        for n, p in params.items():
+            p.copy_(final[n])

@@ -1,0 +1,277 @@
+"""The public ADMM recipes (prunebench.recipes), used directly as a plugin author would."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from prunebench import KeepMasked, Method, Quantization, Structure
+from prunebench.projections import project_masks
+from prunebench.recipes import (
+    ADMMPenalty,
+    Freeze,
+    fit_within_budget,
+    hard_prune_and_retrain,
+    hard_project_,
+    level_projection,
+    progressive_mapping,
+    run_admm_stages,
+    short_metrics,
+    sparse_projection,
+    split_budget,
+    target_weights,
+)
+from prunebench.testing import MethodConformance
+
+
+class _TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+
+def _params(seed=0):
+    torch.manual_seed(seed)
+    model = _TwoLayer()
+    return model, {"fc1": model.fc1.weight, "fc2": model.fc2.weight}
+
+
+def _unstructured(keep):
+    return lambda w: project_masks(w, "unstructured", keep)
+
+
+class _FakeTrainer:
+    """Records fit calls; the Trainer contract as far as the recipes use it."""
+
+    class task:
+        @staticmethod
+        def steps_per_epoch():
+            return 4
+
+    def __init__(self, budget=10.0, metrics=None):
+        self.epochs_left = budget
+        self.calls = []
+        self.metrics = metrics or {"top1": 50.0}
+
+    def fit(self, epochs, **kwargs):
+        self.calls.append((epochs, kwargs))
+        self.epochs_left -= epochs
+
+    def evaluate(self):
+        return dict(self.metrics)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_short_metrics_keeps_scalars_only():
+    assert short_metrics({"top1": 91.5, "n": 3, "per_class": [1.0, 2.0], "name": "x"}) == {"top1": 91.5, "n": 3}
+
+
+def test_fit_within_budget_caps_and_skips_sub_step_fits():
+    trainer = _FakeTrainer(budget=1.0)
+    fit_within_budget(trainer, 0.2)  # 0.8 of a step: nothing
+    assert trainer.calls == []
+    fit_within_budget(trainer, 5.0, penalty="p")
+    assert trainer.calls == [(1.0, {"penalty": "p"})]  # capped at the epochs left
+
+
+def test_split_budget_normalises_shares():
+    assert split_budget(10.0, {"a": 3, "b": 1, "c": 0}) == {"a": 7.5, "b": 2.5, "c": 0.0}
+    assert split_budget(10.0, {"a": 0, "b": 0}) == {"a": 0.0, "b": 0.0}
+
+
+def test_target_weights_names_the_target_layers():
+    model, _ = _params()
+
+    class T:
+        layers = ("fc2",)
+
+    assert list(target_weights(model, T)) == ["fc2"] and target_weights(model, T)["fc2"] is model.fc2.weight
+
+
+# ---------------------------------------------------------------- ADMM pieces
+
+
+def test_penalty_value_and_gradient_are_rho_times_w_minus_z_plus_u():
+    model, params = _params()
+    penalty = ADMMPenalty(params, rho=0.3, project=sparse_projection(_unstructured(20)))
+    for n, p in params.items():
+        penalty.u[n] = torch.randn_like(p)
+    value = penalty(model)
+    expected = 0.15 * sum(float(((p.detach() - penalty.z[n] + penalty.u[n]) ** 2).sum()) for n, p in params.items())
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    for n, p in params.items():
+        torch.testing.assert_close(p.grad, 0.3 * (p.detach() - penalty.z[n] + penalty.u[n]))
+
+
+def test_penalty_starts_at_the_projection_and_zero_dual():
+    _, params = _params()
+    penalty = ADMMPenalty(params, rho=1.0, project=sparse_projection(_unstructured(10)))
+    assert sum(int((z != 0).sum()) for z in penalty.z.values()) == 10
+    assert all(not u.any() for u in penalty.u.values())
+
+
+def test_z_step_projects_w_plus_u_onto_the_budget():
+    _, params = _params()
+    penalty = ADMMPenalty(params, rho=0.5)
+    for n, p in params.items():
+        penalty.u[n] = torch.randn_like(p)
+    z_prev = {n: z.clone() for n, z in penalty.z.items()}
+    w_plus_u = {n: p.detach() + penalty.u[n] for n, p in params.items()}
+    dual = penalty.z_step(sparse_projection(_unstructured(12)))
+    assert sum(int((z != 0).sum()) for z in penalty.z.values()) == 12
+    # the 12 largest |W + U| survive, unchanged
+    flat = torch.cat([v.flatten() for v in w_plus_u.values()])
+    kept = torch.cat([z.flatten() for z in penalty.z.values()])
+    top = flat.abs().topk(12).indices
+    torch.testing.assert_close(kept[top], flat[top])
+    expected = 0.5 * sum(float(((penalty.z[n] - z_prev[n]) ** 2).sum()) for n in params) ** 0.5
+    assert dual == pytest.approx(expected)
+
+
+def test_u_step_adds_w_minus_z():
+    _, params = _params()
+    penalty = ADMMPenalty(params, rho=0.5, project=sparse_projection(_unstructured(12)))
+    for n, p in params.items():
+        penalty.u[n] = torch.randn_like(p)
+    u_prev = {n: u.clone() for n, u in penalty.u.items()}
+    primal = penalty.u_step()
+    for n, p in params.items():
+        torch.testing.assert_close(penalty.u[n], u_prev[n] + p.detach() - penalty.z[n])
+    expected = sum(float(((p.detach() - penalty.z[n]) ** 2).sum()) for n, p in params.items()) ** 0.5
+    assert primal == pytest.approx(expected) and primal > 0
+
+
+def test_stage_schedule_splits_epochs_and_grows_rho():
+    _, params = _params()
+    trainer = _FakeTrainer(budget=10.0)
+    project = sparse_projection(_unstructured(12))
+    penalty = ADMMPenalty(params, rho=0.01, project=project)
+    cb = KeepMasked({})
+    records = run_admm_stages(trainer, penalty, project, 6.0, stages=3, iterations=2, rho_multiplier=10.0,
+                              callbacks=[cb])
+    assert [(r["stage"], r["iteration"]) for r in records] == [(s, i) for s in range(3) for i in range(2)]
+    assert [r["rho"] for r in records] == pytest.approx([0.01, 0.01, 0.1, 0.1, 1.0, 1.0])
+    assert penalty.rho == pytest.approx(10.0)
+    assert [c[0] for c in trainer.calls] == [1.0] * 6
+    assert all(c[1]["penalty"] is penalty and list(c[1]["callbacks"]) == [cb] for c in trainer.calls)
+    assert all({"primal_residual", "dual_residual"} <= set(r) for r in records)
+
+
+# ---------------------------------------------------------------- hard projection, retraining, mapping
+
+
+def test_hard_project_zeroes_outside_the_masks():
+    _, params = _params()
+    masks = hard_project_(params, _unstructured(9))
+    assert sum(int(m.sum()) for m in masks.values()) == 9
+    for n, p in params.items():
+        assert not bool(p[~masks[n]].any()) and bool(p[masks[n]].all())
+
+
+def test_hard_prune_and_retrain_evaluates_before_retraining(synthetic_task, dense):
+    from prunebench import OptimizerConfig, Trainer
+
+    torch.manual_seed(0)
+    model = synthetic_task.build_model()
+    model.load_state_dict(dense)
+    params = {"conv2": model.conv2.weight, "fc1": model.fc1.weight}
+    keep = sum(p.numel() for p in params.values()) // 8
+    trainer = Trainer(synthetic_task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=1.0, progress=False)
+    masks, metrics = hard_prune_and_retrain(trainer, params, lambda w: project_masks(w, "filter", keep), 1.0)
+    assert "top1" in metrics and trainer.epochs_spent == pytest.approx(1.0)
+    for n, p in params.items():
+        assert not bool(p[~masks[n]].any())  # retraining kept pruned weights at zero
+    assert sum(int((p != 0).sum()) for p in params.values()) <= keep
+
+
+def test_level_projection_keeps_zero_for_pruned_weights():
+    _, params = _params()
+    masks = project_masks({n: p.detach() for n, p in params.items()}, "unstructured", 20)
+    q = level_projection(masks, Quantization(2, "ternary"))({n: p.detach() for n, p in params.items()})
+    for n, z in q.items():
+        assert not bool(z[~masks[n]].any())
+        assert torch.unique(z.abs()).numel() <= 2  # {0, a}
+
+
+def test_freeze_keeps_frozen_weights_through_sgd():
+    model, params = _params()
+    trainable = {n: torch.rand(p.shape) > 0.5 for n, p in params.items()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    cb = Freeze(params, trainable)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (model.fc2(model.fc1(torch.randn(4, 6))) ** 2).sum().backward()
+        cb.after_backward(None)
+        opt.step()
+        cb.after_step(None)
+    for n, p in params.items():
+        assert torch.equal(p.detach()[~trainable[n]], before[n][~trainable[n]])
+        assert not torch.equal(p.detach()[trainable[n]], before[n][trainable[n]])
+
+
+def test_progressive_mapping_ends_on_the_level_set():
+    _, params = _params()
+    masks = hard_project_(params, _unstructured(24))
+    quant = Quantization(2, "uniform")
+    trainer = _FakeTrainer(budget=10.0)
+    progressive_mapping(trainer, params, masks, level_projection(masks, quant), 3.0, fraction=0.3, rounds=4)
+    assert [c[0] for c in trainer.calls] == [1.0] * 3  # rounds - 1 retraining periods
+    assert all(isinstance(c[1]["callbacks"][0], Freeze) for c in trainer.calls)
+    for n, p in params.items():
+        assert not bool(p[~masks[n]].any())
+        assert torch.unique(p.detach()[masks[n]]).numel() <= 4  # 2 bits
+
+
+# ---------------------------------------------------------------- a third-party method built from the recipes
+
+
+@dataclass(frozen=True)
+class _RecipeConfig:
+    rho: float = 1e-2
+    stages: int = 2
+    iterations: int = 2
+
+
+class RecipeADMM(Method):
+    """What a plugin author writes: ADMM pruning + ternary-or-uniform mapping, all from recipes."""
+
+    Config = _RecipeConfig
+    structures = ("unstructured", "filter")
+    quantizes = True
+    quantization_schemes = ("uniform", "ternary")
+
+    def compress(self, model, target, trainer):
+        cfg = self.config
+        params = target_weights(model, target)
+        keep = target.keep_budget({n: p.numel() for n, p in params.items()})
+
+        def masks_of(w):
+            return project_masks(w, target.structure, keep)
+
+        epochs = split_budget(trainer.epochs_left, {"admm": 2, "retrain": 1, "map": 1})
+        project = sparse_projection(masks_of)
+        penalty = ADMMPenalty(params, cfg.rho, project=project)
+        residuals = run_admm_stages(trainer, penalty, project, epochs["admm"], stages=cfg.stages,
+                                    iterations=cfg.iterations, rho_multiplier=10.0)
+        masks, metrics = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"])
+        progressive_mapping(trainer, params, masks, level_projection(masks, target.quantization), epochs["map"],
+                            fraction=0.5, rounds=2)
+        return {"residuals": residuals, "hard_prune_metrics": metrics}
+
+
+class TestRecipeMethod(MethodConformance):
+    method_class = RecipeADMM
+
+
+def test_recipe_method_trains_and_records_residuals():
+    run = TestRecipeMethod()
+    model, target, trainer, info = run.run_method("filter", "ternary")
+    assert len(info["residuals"]) == 4 and "top1" in info["hard_prune_metrics"]
+    assert trainer.steps_taken > 0
+    assert Structure.parse("filter") == target.structure
