@@ -23,7 +23,7 @@ from .config import to_plain
 from .interfaces import Task
 from .trainer import Trainer
 
-__all__ = ["DenseBaseline", "dense_baseline", "default_cache_dir", "baseline_key"]
+__all__ = ["DenseBaseline", "dense_baseline", "default_cache_dir", "baseline_key", "dense_key"]
 
 CACHE_FORMAT = 2  # 2: the torch thread count is part of the key
 
@@ -59,6 +59,13 @@ def baseline_key(task_name: str, task: Task, dense_plain: dict, seed: int) -> st
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def dense_key(task_name: str, task: Task, dense, seed: int) -> str:
+    """The cache key :func:`dense_baseline` uses for this recipe and seed,
+    computed without training (a run point's identity includes it)."""
+    dense_plain = to_plain(dense)
+    return baseline_key(task_name, task, dense_plain, 0 if dense.checkpoint else seed)
 
 
 def _seed_all(seed: int) -> None:

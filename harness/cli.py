@@ -93,9 +93,26 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_migrate_store(args) -> int:
+    from .results import ResultStore
+
+    store = ResultStore(args.results)
+    legacy = store.legacy_files()
+    written = store.migrate_legacy()
+    print(f"{args.results}: {written} records written one file per point from {len(legacy)} JSONL files (removed)")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .results import ResultStore
+
+    sys.stdout.write(ResultStore(args.results).export_jsonl(args.suite))
+    return 0
+
+
 def _cmd_fetch(args) -> int:
     from .baseline import default_cache_dir
-    from .tasks.models import fetch_advertorch_lenet5
+    from .tasks.classification.models import fetch_advertorch_lenet5
 
     fetchers = {"advertorch-lenet5": fetch_advertorch_lenet5}
     dest = Path(args.dest) if args.dest else default_cache_dir() / "weights"
@@ -130,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", help="the results store to copy from, e.g. runs/main/results")
     p.add_argument("--into", default="results", help="the store to append to (default: results)")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser("migrate-store", help="convert a store's <suite>.jsonl files to one file per run point")
+    p.add_argument("results", nargs="?", default="results", help="the results store (default: results)")
+    p.set_defaults(func=_cmd_migrate_store)
+
+    p = sub.add_parser("export", help="print one suite's records as JSON lines")
+    p.add_argument("suite", help="the suite name")
+    p.add_argument("--results", default="results", help="the results store (default: results)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("fetch", help="download pretrained weights a suite names (needs the package registry)")
     p.add_argument("what", choices=["advertorch-lenet5"])

@@ -656,8 +656,10 @@ def _index(entries: Sequence[tuple[str, bool, str, Sequence[Mapping]]], total: S
 
 
 def render(records: Iterable[Mapping[str, Any]]) -> dict[str, str | bytes]:
-    """File name -> content: markdown pages as str, Pareto plots as PNG bytes."""
-    records = list(records)
+    """File name -> content: markdown pages as str, Pareto plots as PNG bytes.
+
+    ``records``: RunRecords or stored dicts (older schemas are migrated)."""
+    records = [_stored_form(r) for r in records]
     by_page: dict[tuple[str, bool], list[Mapping]] = defaultdict(list)
     for rec in records:
         by_page[(str(rec.get("suite") or "unknown"), bool(rec.get("smoke")))].append(rec)
@@ -675,6 +677,14 @@ def render(records: Iterable[Mapping[str, Any]]) -> dict[str, str | bytes]:
         entries.append((suite, smoke, page, by_page[(suite, smoke)]))
     out[INDEX] = _index(entries, records)
     return dict(sorted(out.items()))
+
+
+def _stored_form(record: Any) -> dict:
+    """A RunRecord's stored dict, or a stored dict brought to the current schema."""
+    from .records import migrate
+
+    to_dict = getattr(record, "to_dict", None)
+    return to_dict() if callable(to_dict) else migrate(dict(record))
 
 
 def _is_generated(path: Path) -> bool:
@@ -769,7 +779,8 @@ def comparison_rows(records: Iterable[Mapping], reference: Iterable[Mapping]) ->
     """The cells of ``records`` beside the same cells of ``reference`` (the
     committed store): header and rows, this run minus reference as the
     difference.  Cells the reference lacks show "—" there."""
-    mine, ref = _cells(list(records)), _cells(list(reference))
+    mine = _cells([_stored_form(r) for r in records])
+    ref = _cells([_stored_form(r) for r in reference])
     header = ["Suite", "Protocol", "Structure", "Method", "Target", "Metric",
               "This run", "Reference", "Difference", "Seeds (this/ref)"]
     rows = []

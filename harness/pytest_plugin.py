@@ -24,6 +24,7 @@ from .verify import VerificationError
 
 _CTX = pytest.StashKey()
 _RECORDS = pytest.StashKey()
+_REUSED = pytest.StashKey()
 
 
 def pytest_addoption(parser):
@@ -42,6 +43,9 @@ def pytest_addoption(parser):
                     help="results store directory (default: runs/results; the committed store is results/)")
     group.addoption("--wandb", dest="pb_wandb", default="offline", choices=WANDB_MODES,
                     help="wandb logging: offline (default, no network), online or off")
+    group.addoption("--rerun", action="store_true", dest="pb_rerun",
+                    help="run every point again, even those whose passed or failed record is in the store "
+                         "(default: reuse them; error records are always retried)")
     group.addoption("--threads", dest="pb_threads", default=1, type=int, metavar="N",
                     help="torch threads inside each run point (default: 1; part of the dense cache key "
                          "and of every record, since results change with it)")
@@ -71,12 +75,19 @@ def pytest_configure(config):
     if threads < 1:
         raise pytest.UsageError(f"--threads expects an integer >= 1, got {threads!r}")
     config.stash[_RECORDS] = []
+    config.stash[_REUSED] = []
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and int(workers) > 1:
         # share the cores between xdist workers instead of oversubscribing them
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_unconfigure(config):
+    ctx = config.stash.get(_CTX, None)
+    if ctx is not None and ctx.tracker is not None:
+        ctx.tracker.close()
 
 
 def _context(config):
@@ -93,6 +104,7 @@ def _context(config):
             tracker=Tracker(config.getoption("pb_wandb"), directory=results.parent if results.parent != Path("") else "."),
             progress=False,
             threads=config.getoption("pb_threads"),
+            rerun=config.getoption("pb_rerun"),
         )
     return config.stash[_CTX]
 
@@ -136,11 +148,13 @@ class SuiteItem(pytest.Item):
         except Unsupported as err:
             pytest.skip(str(err))
         rec = result.record
-        self.user_properties.append(("achieved_rate", rec.get("achieved_rate")))
-        self.user_properties.append((rec["primary_metric"], rec["metrics"].get(rec["primary_metric"])))
-        self.config.stash[_RECORDS].append(rec)
+        self.user_properties.append(("achieved_rate", rec.achieved_rate))
+        self.user_properties.append((rec.primary_metric, rec.primary_value))
+        self.user_properties.append(("reused", result.reused))
+        self.config.stash[_REUSED if result.reused else _RECORDS].append(rec)
         if result.unmet:
-            raise ExpectationNotMet("\n".join(result.unmet))
+            note = ["(reused: the stored record of this point; --rerun runs it again)"] if result.reused else []
+            raise ExpectationNotMet("\n".join(result.unmet + note))
 
     def repr_failure(self, excinfo):
         if excinfo.errisinstance(ExpectationNotMet):
@@ -153,22 +167,29 @@ class SuiteItem(pytest.Item):
         return self.path, None, f"{self.suite.suite}::{self.name}"
 
 
+def pytest_report_teststatus(report, config):
+    if report.when == "call" and report.passed and ("reused", True) in getattr(report, "user_properties", []):
+        return "reused", "r", "REUSED"
+    return None
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     records = config.stash.get(_RECORDS, [])
-    if not records:
+    reused = config.stash.get(_REUSED, [])
+    if not records and not reused:
         return
     tr = terminalreporter
     tr.section("prunebench")
     for rec in records:
-        metric = rec["primary_metric"]
         extra = ""
-        if rec.get("search"):
-            found = rec["search"]["rate_found"]
-            extra = f" rate_found={'none' if found is None else f'{found:.3g}x'} runs={rec['search']['runs']}"
+        if rec.search is not None:
+            found = rec.search.rate_found
+            extra = f" rate_found={'none' if found is None else f'{found:.3g}x'} runs={rec.search.runs}"
         tr.write_line(
-            f"{rec['suite']}::{rec['protocol']}[{rec['point_id']}] {metric}={rec['metrics'][metric]:.2f} "
-            f"(dense {rec['dense_metrics'][metric]:.2f}) rate={rec['achieved_rate']:.3g}x{extra} [{rec['status']}]"
+            f"{rec.suite}::{rec.protocol}[{rec.point_id}] {rec.primary_metric}={rec.primary_value:.2f} "
+            f"(dense {rec.dense_value:.2f}) rate={rec.achieved_rate:.3g}x{extra} [{rec.status}]"
         )
     store = config.getoption("pb_results")
-    tr.write_line(f"{len(records)} records appended to {store}/; see them with "
+    tr.write_line(f"{len(records)} records written to {store}/, {len(reused)} reused (already there; "
+                  f"--rerun runs them again); see them with "
                   f"`prunebench leaderboard --results {store} --out <dir>` or `prunebench compare {store}`")

@@ -1,10 +1,16 @@
-"""Append-only JSONL results store: one file per suite, one record per line.
+"""The results store: one JSON file per run point, written atomically.
 
-Records go to ``<root>/<suite>.jsonl``.  Appends are safe under concurrent
-writers in separate processes (pytest-xdist, several CLI runs): each append
-takes ``<file>.lock``, then writes the whole line with a single ``os.write``
-on an ``O_APPEND`` descriptor and fsyncs it.  A line damaged by a crash is
-skipped with a warning naming the file and line; it never stops a read.
+A record lives at ``<root>/<suite>/<point_key>.json``, where ``point_key``
+hashes the point's identity (``records.point_identity``).  Writing is a
+temporary file in the same folder, fsync, then rename: a reader or a crash
+never sees half a record, a re-run of the same point replaces its file, and
+no lock is needed, so the store is safe on the shared filesystems of a
+cluster.  A killed run leaves at most a stray temporary file (``.*.tmp``),
+which readers ignore.
+
+Stores written before this layout (``<root>/<suite>.jsonl``, one record per
+line) are still read; ``prunebench migrate-store`` converts them.  When two
+records share a point key, the newest ``created`` wins.
 
 Leaderboards are regenerated from this store alone (``leaderboard.py``).
 """
@@ -17,13 +23,17 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    from .records import RunRecord
 
 __all__ = [
     "ResultStore",
@@ -131,57 +141,153 @@ def dumps_record(record: Mapping[str, Any]) -> str:
 
 
 class ResultStore:
-    """Append-only store of result records under ``root``."""
+    """Run records under ``root``, one file per run point."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def path_for(self, suite: str) -> Path:
-        return self.root / f"{sanitize_name(suite)}.jsonl"
+    def suite_dir(self, suite: str) -> Path:
+        return self.root / sanitize_name(suite)
 
-    def append(self, record: Mapping[str, Any]) -> None:
+    def path_for(self, suite: str, point_key: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{8,64}", str(point_key)):
+            raise ValueError(f"point_key must be a hex digest, got {point_key!r}")
+        return self.suite_dir(suite) / f"{point_key}.json"
+
+    def put(self, record: "RunRecord | Mapping[str, Any]") -> Path:
+        """Write ``record`` (replacing an earlier one of the same point) atomically."""
+        from .records import migrate
+
+        to_dict = getattr(record, "to_dict", None)  # a RunRecord
+        record = to_dict() if callable(to_dict) else migrate(dict(record))
         suite = record.get("suite")
         if not isinstance(suite, str) or not suite:
             raise ValueError(f"a result record needs a non-empty 'suite' string, got {suite!r}")
-        data = (dumps_record(record) + "\n").encode("utf-8")
-        path = self.path_for(suite)
-        self.root.mkdir(parents=True, exist_ok=True)
-        # appends hold the lock for well under a millisecond: poll often
-        with FileLock(f"{path}.lock").acquire(timeout=LOCK_TIMEOUT_S, poll_interval=LOCK_POLL_S):
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size:
-                    # a crash may have left an unterminated line; end it so this
-                    # record stays on a line of its own
-                    os.lseek(fd, size - 1, os.SEEK_SET)
-                    if os.read(fd, 1) != b"\n":
-                        data = b"\n" + data
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(f"{path}: short write ({written} of {len(data)} bytes)")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        path = self.path_for(suite, record["point_key"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, (dumps_record(record) + "\n").encode("utf-8"))
+        return path
+
+    #: the name older code used; a store no longer appends
+    append = put
+
+    def get(self, suite: str, point_key: str) -> dict | None:
+        """The stored record of one point, or None."""
+        path = self.path_for(suite, point_key)
+        if path.is_file():
+            rec = _read_json(path)
+            if rec is not None:
+                return rec
+        for rec in self._legacy(suite):
+            if _key(rec) == point_key:
+                return rec
+        return None
 
     def files(self) -> list[Path]:
         if not self.root.is_dir():
             return []
+        return sorted(p for p in self.root.glob("*/*.json") if p.is_file() and not p.name.startswith("."))
+
+    def legacy_files(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
         return sorted(p for p in self.root.glob("*.jsonl") if p.is_file())
+
+    def _legacy(self, suite: str | None = None) -> list[dict]:
+        recs = [rec for path in self.legacy_files() for rec in _read_file(path)]
+        return recs if suite is None else [r for r in recs if r.get("suite") == suite]
 
     def suites(self) -> list[str]:
         """Suite names seen in the store (from the records, not file names)."""
         return sorted({r["suite"] for r in self.records() if isinstance(r.get("suite"), str)})
 
     def records(self, suite: str | None = None) -> list[dict]:
-        """All records (files in name order), or one suite's, each file in order."""
-        if suite is None:
-            return [rec for path in self.files() for rec in _read_file(path)]
-        path = self.path_for(suite)
-        if not path.is_file():
-            return []
-        # two names may sanitise to the same file: keep only this suite's records
-        return [rec for rec in _read_file(path) if rec.get("suite") == suite]
+        """Every point's record (the newest when one is stored twice), in a
+        stable order: suite, then creation time, then point key."""
+        newest: dict[tuple, dict] = {}
+        candidates = self._legacy(suite) + [r for r in map(_read_json, self.files()) if r is not None]
+        for rec in candidates:
+            if suite is not None and rec.get("suite") != suite:
+                continue
+            ident = (str(rec.get("suite")), _key(rec))
+            old = newest.get(ident)
+            if old is None or str(rec.get("created") or "") >= str(old.get("created") or ""):
+                newest[ident] = rec
+        return sorted(newest.values(), key=lambda r: (str(r.get("suite")), str(r.get("created") or ""), _key(r)))
+
+    def run_records(self, suite: str | None = None) -> list["RunRecord"]:
+        """:meth:`records` read as RunRecords, older schemas migrated."""
+        from .records import RunRecord
+
+        return [RunRecord.from_json(rec) for rec in self.records(suite)]
+
+    def migrate_legacy(self) -> int:
+        """Write every legacy JSONL record as its own file and remove the JSONL
+        files (and their lock files); returns how many records were written."""
+        legacy = self.legacy_files()
+        if not legacy:
+            return 0
+        written = 0
+        for rec in self.records():
+            path = self.path_for(rec["suite"], _key(rec))
+            if not path.is_file():
+                self.put(rec)
+                written += 1
+        for path in legacy:
+            path.unlink()
+            Path(f"{path}.lock").unlink(missing_ok=True)
+        return written
+
+    def export_jsonl(self, suite: str) -> str:
+        """One suite's records as JSON lines (for tools that want one file)."""
+        return "".join(dumps_record(rec) + "\n" for rec in self.records(suite))
+
+
+def _key(rec: Mapping) -> str:
+    """A stored record's point key (computed for records older than schema 2)."""
+    key = rec.get("point_key")
+    if isinstance(key, str):
+        return key
+    from .records import migrate
+
+    return migrate(dict(rec))["point_key"]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut only once the folder is synced
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        warnings.warn(f"{path}: skipping corrupt record ({err})", CorruptRecordWarning, stacklevel=3)
+        return None
+    if not isinstance(rec, dict):
+        warnings.warn(f"{path}: skipping corrupt record (a JSON {type(rec).__name__}, not an object)",
+                      CorruptRecordWarning, stacklevel=3)
+        return None
+    return rec
 
 
 def _read_file(path: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Runs one point of a suite: dense baseline, method, quantizer, checks, scores.
 
-``run_point`` returns a result record (a plain dict, see ``results.py``) and
+``run_point`` returns a :class:`~prunebench.records.RunRecord` and
 appends it to the store, whether the point met its ``expect`` or not.  A run
 that raises (a method crash, a failed verification) is recorded with status
 ``error`` before the exception propagates.
@@ -19,11 +19,12 @@ import torch
 
 from . import registry
 from .artifact import CompressedModel
-from .baseline import DenseBaseline, dense_baseline
+from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
 from .protocols import SearchStep, search_max_rate
 from .quant import quantize_
+from .records import MethodRef, RunRecord, SearchSummary, key_of_identity, point_identity
 from .results import ResultStore, environment_info
 from .suite import RunPoint, Suite
 from .target import Quantization, Structure, Target
@@ -31,8 +32,6 @@ from .trainer import Trainer
 from .verify import verify
 
 __all__ = ["RunContext", "Unsupported", "PointResult", "run_point", "get_task"]
-
-SCHEMA = 1
 
 
 class Unsupported(Exception):
@@ -50,15 +49,19 @@ class RunContext:
     #: torch intra-op threads inside a run point; fixed so results do not depend on
     #: the machine's core count or on how many pytest-xdist workers share it
     threads: int = 1
+    #: run points whose passed or failed record is in the store again (default: reuse it)
+    rerun: bool = False
     _tasks: dict = field(default_factory=dict)
     _dense: dict = field(default_factory=dict)
 
 
 @dataclass
 class PointResult:
-    record: dict
+    record: RunRecord
     #: unmet expectations, "target vs achieved" each
     unmet: list[str]
+    #: the record was found in the store (resume), not run now
+    reused: bool = False
 
 
 def get_task(suite: Suite, ctx: RunContext) -> Task:
@@ -174,40 +177,39 @@ def _portable_path(path: str) -> str:
         return p.name
 
 
-def _base_record(suite: Suite, task: Task, point: RunPoint) -> dict:
+def _base_record(suite: Suite, task: Task, point: RunPoint) -> RunRecord:
     info = registry.methods.info(point.method)
     method_cls = registry.methods.get(point.method)
     env = environment_info()
     desc = task.describe()
-    return {
-        "schema": SCHEMA,
-        "suite": suite.suite,
-        "suite_version": suite.version,
-        "suite_file": _portable_path(suite.path),
-        "smoke": suite.smoke_mode,
-        "reference": suite.reference,
-        "task": suite.task_name,
-        "model": desc.get("model"),
-        "dataset": desc.get("dataset"),
-        "protocol": point.protocol,
-        "point_id": point.id,
-        "method": {
-            "name": point.method,
-            "version": method_cls.version,
-            "distribution": info.distribution,
-            "distribution_version": info.version,
-            "config": to_plain(suite.method_config(point.method)),
-        },
-        "structure": point.structure,
-        "seed": point.seed,
-        "primary_metric": task.primary_metric,
-        "budget_epochs": suite.budget.epochs,
-        "git_commit": env.pop("git_commit", None),
-        "git_dirty": env.pop("git_dirty", None),
-        "versions": env,
-        "device": str(task.device),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return RunRecord(
+        suite=suite.suite,
+        suite_version=suite.version,
+        suite_file=_portable_path(suite.path),
+        smoke=suite.smoke_mode,
+        reference=suite.reference,
+        task=suite.task_name,
+        model=desc.get("model"),
+        dataset=desc.get("dataset"),
+        protocol=point.protocol,
+        point_id=point.id,
+        method=MethodRef(
+            name=point.method,
+            version=method_cls.version,
+            distribution=info.distribution,
+            distribution_version=info.version,
+            config=to_plain(suite.method_config(point.method)),
+        ),
+        structure=point.structure,
+        seed=point.seed,
+        primary_metric=task.primary_metric,
+        budget_epochs=suite.budget.epochs,
+        git_commit=env.pop("git_commit", None),
+        git_dirty=env.pop("git_dirty", None),
+        versions=env,
+        device=str(task.device),
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 @contextlib.contextmanager
@@ -250,17 +252,24 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
     task = get_task(suite, ctx)
     start = time.perf_counter()
     record = _base_record(suite, task, point)
+    record.dense_key = dense_key(suite.task_name, task, suite.dense, point.seed)
+    record.point_key = _point_key(suite, point, record)
+    if ctx.results is not None and not ctx.rerun:
+        stored = ctx.results.get(record.suite, record.point_key)
+        if stored is not None and stored.get("status") in ("passed", "failed"):
+            done = RunRecord.from_json(stored)
+            return PointResult(done, done.failure.split("; ") if done.status == "failed" and done.failure else [],
+                               reused=True)
     metric = task.primary_metric
     try:
         dense = _dense(suite, task, point.seed, ctx)
-        record["dense_metrics"] = dense.metrics
-        record["dense_source"] = dense.source
-        record["dense_key"] = dense.key
+        record.dense_metrics = dense.metrics
+        record.dense_source = dense.source
+        record.dense_key = dense.key
         dense_value = dense.metrics[metric]
         if point.protocol == "equal_compression":
-            outcome = _compress_once(suite, task, dense, point, point.rate, ctx)
-            record.update(outcome)
-            record["search"] = None
+            record.update(_compress_once(suite, task, dense, point, point.rate, ctx))
+            record.search = None
         else:
             spec = suite.protocols.equal_accuracy
 
@@ -273,28 +282,44 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
             best = result.best
             chosen = best if best is not None else result.trace[0]
             record.update(chosen.payload)
-            record["search"] = {
-                "lo": spec.search.lo, "hi": spec.search.hi, "steps": spec.search.steps,
-                "tolerance": spec.tolerance, "runs": result.runs, "rate_found": result.rate_found,
-                "trace": [{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace],
-            }
-            record["epochs_spent_total"] = sum(s.payload["epochs_spent"] for s in result.trace)
-        record["accuracy_drop"] = dense_value - record["metrics"][metric]
+            record.search = SearchSummary(
+                lo=spec.search.lo, hi=spec.search.hi, steps=spec.search.steps,
+                tolerance=spec.tolerance, runs=result.runs, rate_found=result.rate_found,
+                trace=[{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace],
+            )
+            record.epochs_spent_total = sum(s.payload["epochs_spent"] for s in result.trace)
+        record.accuracy_drop = dense_value - record.metrics[metric]
         unmet = _unmet(suite, point, record)
-        record["status"] = "failed" if unmet else "passed"
-        record["failure"] = "; ".join(unmet) or None
+        record.status = "failed" if unmet else "passed"
+        record.failure = "; ".join(unmet) or None
     except Exception as err:
-        record["status"] = "error"
-        record["failure"] = f"{type(err).__name__}: {err}"
+        record.status = "error"
+        record.failure = f"{type(err).__name__}: {err}"
         _finish(record, start, ctx)
         raise
     _finish(record, start, ctx)
     return PointResult(record, unmet)
 
 
-def _finish(record: dict, start: float, ctx: RunContext) -> None:
-    record["wall_time_s"] = round(time.perf_counter() - start, 3)
-    record["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _point_key(suite: Suite, point: RunPoint, record: RunRecord) -> str:
+    """The hash naming this point's record; the same for every run of the point."""
+    ea = point.protocol == "equal_accuracy"
+    spec = suite.protocols.equal_accuracy if ea else None
+    quant = suite.quantization
+    return key_of_identity(point_identity(
+        suite=record.suite, suite_version=record.suite_version, smoke=record.smoke, protocol=point.protocol,
+        method={"name": record.method.name, "version": record.method.version, "config": record.method.config},
+        structure=point.structure, seed=point.seed, budget_epochs=record.budget_epochs,
+        quantization=to_plain(quant) if quant else None, rate=None if ea else point.rate,
+        search=None if spec is None else {"lo": spec.search.lo, "hi": spec.search.hi, "steps": spec.search.steps,
+                                          "tolerance": spec.tolerance},
+        dense_key=record.dense_key,
+    ))
+
+
+def _finish(record: RunRecord, start: float, ctx: RunContext) -> None:
+    record.wall_time_s = round(time.perf_counter() - start, 3)
+    record.created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     if ctx.results is not None:
         ctx.results.append(record)
     if ctx.tracker is not None:
@@ -311,32 +336,32 @@ def _expect_applies(exp, point: RunPoint) -> bool:
     return True
 
 
-def _unmet(suite: Suite, point: RunPoint, record: dict) -> list[str]:
-    metric = record["primary_metric"]
+def _unmet(suite: Suite, point: RunPoint, record: RunRecord) -> list[str]:
+    metric = record.primary_metric
     out = []
     if point.protocol == "equal_compression":
         exp = suite.protocols.equal_compression.expect
         if not _expect_applies(exp, point):
             return out
-        drop = record["accuracy_drop"]
+        drop = record.accuracy_drop
         if exp.max_accuracy_drop is not None and drop > exp.max_accuracy_drop:
             out.append(
                 f"{metric} drop: target <= {exp.max_accuracy_drop:g} points, achieved {drop:.2f} "
-                f"(dense {record['dense_metrics'][metric]:.2f}, compressed {record['metrics'][metric]:.2f} "
-                f"at {record['achieved_rate']:.3g}x)"
+                f"(dense {record.dense_metrics[metric]:.2f}, compressed {record.metrics[metric]:.2f} "
+                f"at {record.achieved_rate:.3g}x)"
             )
-        value = record["metrics"][metric]
+        value = record.metrics[metric]
         if exp.min_accuracy is not None and value < exp.min_accuracy:
             out.append(f"{metric}: target >= {exp.min_accuracy:g}, achieved {value:.2f}")
     else:
         exp = suite.protocols.equal_accuracy.expect
         if not _expect_applies(exp, point):
             return out
-        found = record["search"]["rate_found"]
+        found = record.search.rate_found
         if exp.min_rate is not None and (found is None or found < exp.min_rate):
             shown = "no rate in the search range" if found is None else f"{found:.3g}x"
             out.append(
-                f"rate within {record['search']['tolerance']:g} points: target >= {exp.min_rate:g}x, "
-                f"achieved {shown} after {record['search']['runs']} runs"
+                f"rate within {record.search.tolerance:g} points: target >= {exp.min_rate:g}x, "
+                f"achieved {shown} after {record.search.runs} runs"
             )
     return out

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .records import RunRecord
 
 __all__ = ["Tracker", "WANDB_MODES"]
 
@@ -77,22 +80,39 @@ class Tracker:
             else:
                 self._wandb = wandb
 
-    def log_record(self, record: dict) -> str | None:
-        """Log one result record as its own wandb run; returns the run's directory."""
+    def close(self) -> None:
+        """Stop wandb's service (it may still write its debug logs after a run
+        finishes), then remove those logs from every run under the directory."""
+        if self._wandb is None or self.mode == "off":
+            return
+        self._wandb.teardown()
+        root = self.directory / "wandb"
+        if root.is_dir():
+            for run_dir in root.iterdir():
+                if run_dir.is_dir() and not run_dir.is_symlink():
+                    _drop_debug_logs(run_dir)
+
+    def log_record(self, record: "RunRecord | Mapping") -> str | None:
+        """Log one run record as its own wandb run; returns the run's directory."""
         if self.mode == "off" or self._wandb is None:
             return None
+        from .records import RunRecord
+
+        if not isinstance(record, RunRecord):
+            record = RunRecord.from_json(record)
         wandb = self._wandb
         self.directory.mkdir(parents=True, exist_ok=True)
+        plain = record.to_dict()
         config = {
-            k: record.get(k)
+            k: plain.get(k)
             for k in ("suite", "suite_version", "task", "model", "dataset", "protocol", "structure", "seed",
-                      "target", "method", "budget_epochs", "git_commit", "versions")
+                      "target", "method", "budget_epochs", "git_commit", "versions", "torch_threads")
         }
         run = wandb.init(
             project=self.project,
-            group=record.get("suite"),
-            job_type=record.get("protocol"),
-            name=f"{record.get('suite')}::{record.get('protocol')}[{record.get('point_id')}]",
+            group=record.suite,
+            job_type=record.protocol,
+            name=f"{record.suite}::{record.protocol}[{record.point_id}]",
             config=config,
             mode=self.mode,
             dir=str(self.directory),
@@ -101,19 +121,19 @@ class Tracker:
         )
         summary: dict = {}
         for key in ("metrics", "dense_metrics", "hardware", "search"):
-            _flatten(key, record.get(key) or {}, summary)
+            _flatten(key, plain.get(key) or {}, summary)
         for key in ("accuracy_drop", "achieved_rate", "epochs_spent", "wall_time_s"):
-            if isinstance(record.get(key), (int, float)):
-                summary[key] = record[key]
-        summary["status"] = record.get("status")
+            if isinstance(plain.get(key), (int, float)):
+                summary[key] = plain[key]
+        summary["status"] = record.status
         run.log({k: v for k, v in summary.items() if not k.startswith("hardware/") or "/layer." not in k})
-        trace = (record.get("search") or {}).get("trace") or []
+        trace = record.search.trace if record.search is not None else []
         if trace:
-            metric = record.get("primary_metric", "top1")
+            metric = record.primary_metric
             table = wandb.Table(columns=["rate", metric, "within"],
                                 data=[[t["rate"], t.get(metric), t["within"]] for t in trace])
             run.log({"search_trace": table})
         run_dir = Path(run.dir).parent
-        run.finish(exit_code=0 if record.get("status") != "error" else 1)
+        run.finish(exit_code=0 if record.status != "error" else 1)
         _drop_debug_logs(run_dir)
         return str(run_dir)

@@ -76,6 +76,8 @@ def test_publish_copies_records_and_leaves_the_source(tmp_path, capsys):
     mine = _store(tmp_path / "mine", [_rec(0, 89.0)])
     ref = _store(tmp_path / "ref", [_rec(1, 88.0)])
     assert main(["publish", str(mine), "--into", str(ref)]) == 0
-    assert [json.loads(line)["seed"] for line in (ref / "s.jsonl").read_text().splitlines()] == [1, 0]
-    assert len((mine / "s.jsonl").read_text().splitlines()) == 1
+    from prunebench.results import ResultStore
+
+    assert sorted(r["seed"] for r in ResultStore(ref).records()) == [0, 1]
+    assert [r["seed"] for r in ResultStore(mine).records()] == [0]
     assert main(["publish", str(mine), "--into", str(mine)]) == 2

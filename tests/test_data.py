@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from prunebench.interfaces import DatasetUnavailable
-from prunebench.tasks import data as D
-from prunebench.tasks.data import (
+from prunebench.tasks import common
+from prunebench.tasks.classification import data as D
+from prunebench.tasks.classification.data import (
     DatasetSplit,
     DataSpec,
     TensorSplit,
@@ -122,13 +123,13 @@ def test_limit_is_seeded_prefix():
 
 
 def test_limit_indices_are_sorted_distinct_and_shared_by_the_tasks():
-    from prunebench.tasks.detection import _limit as det_limit
-    from prunebench.tasks.lane_data import _limit as lane_limit
+    from prunebench.tasks.detection.task import _limit as det_limit
+    from prunebench.tasks.lanes.data import _limit as lane_limit
 
-    keep = D.limit_indices(50, 7)
+    keep = common.limit_indices(50, 7)
     assert keep == sorted(set(keep)) and len(keep) == 7 and all(0 <= i < 50 for i in keep)
     assert keep != list(range(7))  # a seeded shuffle, not the head of the list
-    assert D.limit_indices(50, None) is None and D.limit_indices(50, 50) is None
+    assert common.limit_indices(50, None) is None and common.limit_indices(50, 50) is None
     items = [f"item{i}" for i in range(50)]
     assert det_limit(items, 7) == lane_limit(items, 7) == [items[i] for i in keep]
 
@@ -142,7 +143,7 @@ def test_generate_once_builds_atomically_and_retries_after_failure(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        D.generate_once(root, broken)
+        common.generate_once(root, broken)
     # nothing half-written is left beside the lock
     assert not root.exists() and [p.name for p in root.parent.iterdir() if p.suffix != ".lock"] == []
 
@@ -150,12 +151,12 @@ def test_generate_once_builds_atomically_and_retries_after_failure(tmp_path):
         calls.append(folder)
         (folder / "a.txt").write_text("ok")
 
-    assert D.generate_once(root, good) == root and (root / "a.txt").read_text() == "ok"
-    assert D.generate_once(root, good) == root and len(calls) == 1  # second call reuses it
+    assert common.generate_once(root, good) == root and (root / "a.txt").read_text() == "ok"
+    assert common.generate_once(root, good) == root and len(calls) == 1  # second call reuses it
     # a folder without the completion marker (an older or foreign run) is rebuilt, not trusted
     (root / "COMPLETE").unlink()
     (root / "stale.txt").write_text("old")
-    D.generate_once(root, good)
+    common.generate_once(root, good)
     assert len(calls) == 2 and not (root / "stale.txt").exists() and (root / "a.txt").is_file()
 
 

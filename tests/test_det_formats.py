@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prunebench.interfaces import DatasetUnavailable
-from prunebench.tasks.det_formats import (
+from prunebench.tasks.detection.data import (
     COCO_SHAPES,
     COLOUR_JITTER,
     generate_coco,
@@ -21,7 +21,7 @@ from prunebench.tasks.det_formats import (
     read_kitti_labels,
     write_kitti_labels,
 )
-from prunebench.tasks.kitti_eval import KittiBox
+from prunebench.tasks.detection.kitti_eval import KittiBox
 
 # flat-coloured objects are within the jitter of their class colour, +1 for rounding
 COLOUR_TOL = COLOUR_JITTER + 1

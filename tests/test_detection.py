@@ -14,7 +14,7 @@ from prunebench.interfaces import DependencyUnavailable
 
 
 def _mmdet_ready() -> str | None:
-    from prunebench.tasks.mmdet_support import require_mmdet
+    from prunebench.tasks.detection.mmdet_support import require_mmdet
 
     try:
         require_mmdet()
@@ -40,7 +40,7 @@ needs_mmdet = pytest.mark.skipif(_missing is not None, reason=f"detection needs 
     ],
 )
 def test_packaged_configs_build_with_our_class_count(config, head):
-    from prunebench.tasks.mmdet_support import build_detector, load_model_config
+    from prunebench.tasks.detection.mmdet_support import build_detector, load_model_config
 
     cfg = load_model_config(config, num_classes=3, overrides={})
     model = build_detector(cfg)
@@ -52,7 +52,7 @@ def test_packaged_configs_build_with_our_class_count(config, head):
 
 @needs_mmdet
 def test_config_names_are_confined_to_the_mmdet_package():
-    from prunebench.tasks.mmdet_support import load_model_config
+    from prunebench.tasks.detection.mmdet_support import load_model_config
 
     for bad in ("/etc/passwd.py", "../../evil.py", "retinanet/retinanet_r18_fpn_1x_coco.yaml"):
         with pytest.raises(ValueError, match="inside mmdet's configs"):
@@ -63,7 +63,7 @@ def test_config_names_are_confined_to_the_mmdet_package():
 
 @needs_mmdet
 def test_model_overrides_reach_the_built_model():
-    from prunebench.tasks.mmdet_support import build_detector, load_model_config
+    from prunebench.tasks.detection.mmdet_support import build_detector, load_model_config
 
     cfg = load_model_config(
         "retinanet/retinanet_r18_fpn_1x_coco.py", 2,
@@ -96,7 +96,7 @@ def _mmengine_style_checkpoint(path, extra=None):
 
 @needs_mmdet
 def test_mmengine_checkpoint_loads_under_weights_only(tmp_path):
-    from prunebench.tasks.mmdet_support import load_mmengine_checkpoint
+    from prunebench.tasks.detection.mmdet_support import load_mmengine_checkpoint
 
     path = tmp_path / "epoch_3.pth"
     _mmengine_style_checkpoint(path)
@@ -120,7 +120,7 @@ class _Gadget:
 
 @needs_mmdet
 def test_mmengine_checkpoint_refuses_other_getattr(tmp_path):
-    from prunebench.tasks.mmdet_support import load_mmengine_checkpoint
+    from prunebench.tasks.detection.mmdet_support import load_mmengine_checkpoint
 
     path = tmp_path / "evil.pth"
     _mmengine_style_checkpoint(path, extra=_Gadget())
@@ -156,7 +156,7 @@ def _pred(img_id, boxes_xyxy, scores, labels):
 
 @needs_mmdet
 def test_coco_metric_hand_case(tmp_path):
-    from prunebench.tasks.detection import coco_metrics
+    from prunebench.tasks.detection.task import coco_metrics
 
     ann = _tiny_coco(tmp_path)
     perfect = [_pred(1, [[10, 10, 50, 50], [60, 60, 90, 80]], [0.9, 0.8], [0, 1]), _pred(2, [[0, 0, 50, 80]], [0.7], [0])]
@@ -182,7 +182,7 @@ def test_coco_metric_matches_pycocotools(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from prunebench.tasks.detection import coco_metrics
+    from prunebench.tasks.detection.task import coco_metrics
 
     ann = _tiny_coco(tmp_path)
     rng = np.random.default_rng(0)
@@ -231,9 +231,9 @@ def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
     shutil.copy(REPO / "suites" / "smoke" / "retinanet_coco_synthetic.yaml", pytester.path / "suites")
     res = pytester.runpytest_subprocess("suites", "--smoke", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
     res.assert_outcomes(passed=2)
-    recs = []
-    for f in sorted((pytester.path / "res").glob("*.jsonl")):
-        recs += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    from prunebench.results import ResultStore
+
+    recs = ResultStore(pytester.path / "res").records()
     assert {r["method"]["name"] for r in recs} == {"magnitude", "admm"}
     for r in recs:
         assert r["task"] == "detection" and r["primary_metric"] == "mAP"
@@ -358,7 +358,7 @@ def test_model_config_types_are_checked_against_the_registries_before_building(t
     """load_model_config refuses a dotted ``type`` even when called without
     DetectionConfig's check, and any bare name no registry holds; the shipped
     configs' own types all pass (they are built in the tests above)."""
-    from prunebench.tasks.mmdet_support import check_registry_types, load_model_config
+    from prunebench.tasks.detection.mmdet_support import check_registry_types, load_model_config
 
     marker = tmp_path / "ran"
     with pytest.raises(ValueError, match="dotted paths and objects are refused"):
@@ -374,7 +374,7 @@ def test_model_config_types_are_checked_against_the_registries_before_building(t
 def test_an_unregistered_bare_type_is_not_imported(tmp_path, monkeypatch):
     """mmengine's Registry.get imports a name it does not hold as a module; the
     registry check must refuse such a name without importing it."""
-    from prunebench.tasks.mmdet_support import load_model_config
+    from prunebench.tasks.detection.mmdet_support import load_model_config
 
     marker = tmp_path / "imported"
     (tmp_path / "pb_side_effect_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")

@@ -1,12 +1,13 @@
 """An outside package plugs in: pip-installed, listed, run on the smoke suite, conformant."""
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+
+from prunebench.results import ResultStore
 
 from conftest import REPO
 
@@ -45,7 +46,7 @@ def test_smoke_suite_runs_it(installed, pytester, isolated_cache, monkeypatch):
     res = pytester.runpytest_subprocess("suites/smoke", "--method", "layerwise", "--wandb", "off",
                                         "--results", "res", "-p", "no:cacheprovider")
     res.assert_outcomes(passed=3)
-    recs = [json.loads(l) for f in (pytester.path / "res").glob("*.jsonl") for l in f.read_text().splitlines()]
+    recs = ResultStore(pytester.path / "res").records()
     assert {r["method"]["distribution"] for r in recs} == {"prunebench-example"}
     assert all(r["status"] == "passed" for r in recs)
 

@@ -16,6 +16,6 @@ pytestmark = pytest.mark.gpu
 def test_smoke_point_on_cuda(structure, isolated_cache):
     suite = load_suite(REPO / "suites" / "smoke" / "lenet5_synthetic.yaml")
     res = run_point(suite, RunPoint("equal_compression", "magnitude", structure, 4.0, 0), RunContext(device="cuda", progress=False))
-    assert res.record["device"].startswith("cuda")
-    assert res.record["achieved_rate"] >= 4.0
-    assert res.record["metrics"]["top1"] > 50
+    assert res.record.device.startswith("cuda")
+    assert res.record.achieved_rate >= 4.0
+    assert res.record.metrics["top1"] > 50

@@ -1,6 +1,6 @@
 """KITTI 2D AP on hand-built cases whose AP was worked out by hand.
 
-How the numbers come about (devkit rules, see prunebench.tasks.kitti_eval):
+How the numbers come about (devkit rules, see prunebench.tasks.detection.kitti_eval):
 the first pass collects TP scores; ``devkit_thresholds`` picks slot 0 = the
 first TP and then one score each time the sampled recall (advancing 1/40 per
 slot) is reached.  With N = 80 ground truth boxes, slot m (m >= 1) holds the
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from prunebench.tasks.kitti_eval import (
+from prunebench.tasks.detection.kitti_eval import (
     KittiBox,
     box_iou,
     box_overlap_own_area,

@@ -12,8 +12,8 @@ import torch
 from conftest import REPO
 from prunebench.config import parse
 from prunebench.interfaces import DatasetUnavailable
-from prunebench.tasks import lanes as lanes_mod
-from prunebench.tasks.lane_data import (
+from prunebench.tasks.lanes import task as lanes_mod
+from prunebench.tasks.lanes.data import (
     LaneDataSpec,
     generate_tusimple,
     load_image,
@@ -22,7 +22,7 @@ from prunebench.tasks.lane_data import (
     scaled_rows,
     synthetic_root,
 )
-from prunebench.tasks.lane_models import (
+from prunebench.tasks.lanes.models import (
     assign_slots,
     cells_to_x,
     create_lane_model,
@@ -34,7 +34,7 @@ from prunebench.tasks.lane_models import (
     resample_to_rows,
 )
 from prunebench.tasks.lanes import LanesConfig, LanesTask
-from prunebench.tasks.tusimple_eval import bench_image
+from prunebench.tasks.lanes.metric import bench_image
 
 SIZE = (72, 128)  # generated frame (height, width): a tenth of TuSimple's
 
@@ -341,17 +341,17 @@ def test_methods_compress_the_lane_model_through_the_runner(dataset, tmp_path, i
     store = ResultStore(tmp_path / "res")
     res = run_point(suite, RunPoint("equal_compression", method, structure, 4.0, 0), RunContext(results=store, progress=False))
     rec = res.record
-    assert rec["status"] == "passed" and rec["task"] == "lanes" and rec["primary_metric"] == "accuracy"
-    assert rec["achieved_rate"] >= 4.0 * 0.999 and rec["epochs_spent"] <= 0.5 + 1e-9
-    layers = rec["target"]["layers"]
+    assert rec.status == "passed" and rec.task == "lanes" and rec.primary_metric == "accuracy"
+    assert rec.achieved_rate >= 4.0 * 0.999 and rec.epochs_spent <= 0.5 + 1e-9
+    layers = rec.target["layers"]
     assert layers[0] == "backbone.conv1.0" and {"reduce", "fc1"} <= set(layers)
     assert ("fc2" in layers) == (structure == "unstructured")  # the suite keeps fc2 dense for structured targets
-    compute = rec["hardware"]["compute"]
+    compute = rec.hardware["compute"]
     for name in ("backbone.conv1.0", "backbone.layer4.0.conv2", "reduce", "fc1"):
         assert f"layer.{name}.dense_macs" in compute or any(k.startswith(f"layer.{name}.") for k in compute), name
-    assert rec["hardware"]["storage"]["stored_bits"] > 0
-    assert {"accuracy", "fp_rate", "fn_rate"} <= set(rec["metrics"]) <= set(rec["dense_metrics"])
-    assert max(rec["levels_per_layer"].values()) <= 255  # 8-bit
+    assert rec.hardware["storage"]["stored_bits"] > 0
+    assert {"accuracy", "fp_rate", "fn_rate"} <= set(rec.metrics) <= set(rec.dense_metrics)
+    assert max(rec.levels_per_layer.values()) <= 255  # 8-bit
     assert store.records()[0]["model"] == "ufld_test_resnet"
 
 

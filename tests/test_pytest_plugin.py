@@ -1,6 +1,5 @@
 """End to end through pytest itself (pytester), as a user runs the suites."""
 
-import json
 import shutil
 
 import pytest
@@ -34,10 +33,9 @@ def _suite(pytester, name, expect="{max_accuracy_drop: 100}", text=None):
 
 
 def _records(results_dir):
-    out = []
-    for f in sorted(results_dir.glob("*.jsonl")):
-        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return out
+    from prunebench.results import ResultStore
+
+    return ResultStore(results_dir).records()
 
 
 @pytest.mark.slow
@@ -47,7 +45,7 @@ def test_smoke_suites_pass_with_magnitude(pytester, isolated_cache):
     shutil.copy(REPO / "suites" / "smoke" / "lenet5_synthetic.yaml", pytester.path / "suites" / "smoke")
     res = pytester.runpytest_subprocess("suites/smoke", "--method", "magnitude", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
     res.assert_outcomes(passed=3)
-    res.stdout.fnmatch_lines(["*records appended to res*"])
+    res.stdout.fnmatch_lines(["*3 records written to res*0 reused*"])
     recs = _records(pytester.path / "res")
     assert {r["point_id"] for r in recs} == {"magnitude-unstructured-4x-s0", "magnitude-filter-4x-s0", "magnitude-unstructured-s0"}
     for r in recs:
@@ -129,3 +127,72 @@ def test_seeds_option_overrides_suite_seeds(pytester):
     res.stdout.fnmatch_lines(["*magnitude-unstructured-4x-s3*", "*magnitude-unstructured-4x-s4*"])
     bad = pytester.runpytest_subprocess("suites", "--collect-only", "--seeds", "a")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_second_run_reuses_completed_points_and_rerun_runs_them_again(pytester, isolated_cache):
+    _suite(pytester, "resume")
+    args = ("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    first = pytester.runpytest_subprocess(*args)
+    first.assert_outcomes(passed=1)
+    (rec,) = _records(pytester.path / "res")
+    second = pytester.runpytest_subprocess(*args, "-rA")
+    assert second.parseoutcomes() == {"reused": 1}
+    second.stdout.fnmatch_lines(["*0 records written to res*1 reused*"])
+    assert _records(pytester.path / "res") == [rec]  # nothing ran, nothing was rewritten
+    third = pytester.runpytest_subprocess(*args, "--rerun")
+    third.assert_outcomes(passed=1)
+    (again,) = _records(pytester.path / "res")  # the same point: its file replaced, not a second record
+    assert again["point_key"] == rec["point_key"] and again["created"] >= rec["created"]
+
+
+def test_a_failed_point_is_reused_as_failed_and_an_error_is_retried(pytester, isolated_cache):
+    _suite(pytester, "unmet2", expect="{min_accuracy: 101}")
+    args = ("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    pytester.runpytest_subprocess(*args).assert_outcomes(failed=1)
+    again = pytester.runpytest_subprocess(*args)
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["*target >= 101*", "*reused: the stored record of this point*"])
+    # an error record is never reused
+    from prunebench.results import ResultStore
+
+    store = ResultStore(pytester.path / "res")
+    (rec,) = store.records()
+    rec.update(status="error", failure="RuntimeError: killed", created="2000-01-01T00:00:00Z")
+    store.put(rec)
+    retried = pytester.runpytest_subprocess(*args)
+    retried.assert_outcomes(failed=1)
+    assert "reused: the stored record" not in retried.stdout.str()
+    retried.stdout.fnmatch_lines(["*1 records written to res*0 reused*"])
+    (rec,) = store.records()
+    assert rec["status"] == "failed" and rec["created"] > "2000"
+
+
+KILL_SUITE = TINY.replace("rates: [4]", "rates: [2, 4, 8, 16]").replace("seeds: [0]", "seeds: [0, 1]")
+
+
+@pytest.mark.slow
+def test_a_suite_killed_with_sigkill_resumes_without_losing_or_repeating_points(pytester, isolated_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _suite(pytester, "killed", text=KILL_SUITE.format(name="killed", expect="{max_accuracy_drop: 100}"))
+    res_dir = pytester.path / "res"
+    cmd = [sys.executable, "-m", "pytest", "suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider", "-q"]
+    proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(res_dir.glob("*/*.json"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {r["point_key"]: r["created"] for r in _records(res_dir)}
+    assert 3 <= len(done) < 8, len(done)
+    res = pytester.runpytest_subprocess("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("reused") == len(done) and outcomes.get("passed") == 8 - len(done)
+    after = _records(res_dir)
+    assert len(after) == 8 and len({r["point_key"] for r in after}) == 8
+    assert all(r["created"] == done[r["point_key"]] for r in after if r["point_key"] in done)  # not repeated
+    assert all(r["dense_source"] == "cache" for r in after if r["point_key"] not in done)  # the dense model reused

@@ -1,11 +1,12 @@
 """The README's "Adding a method" example really is a working plugin."""
 
-import json
 import re
 import shutil
 import sys
 
 import pytest
+
+from prunebench.results import ResultStore
 
 from conftest import REPO, make_dist
 
@@ -55,7 +56,7 @@ def test_example_plugin_runs_the_smoke_suite(installed_example, pytester, isolat
         "suites/smoke", "--method", installed_example, "--wandb", "off", "--results", "res", "-p", "no:cacheprovider"
     )
     res.assert_outcomes(passed=3)
-    recs = [json.loads(l) for f in (pytester.path / "res").glob("*.jsonl") for l in f.read_text().splitlines()]
+    recs = ResultStore(pytester.path / "res").records()
     assert len(recs) == 3
     for r in recs:
         assert r["method"]["name"] == installed_example and r["method"]["distribution"] == "my-prune"

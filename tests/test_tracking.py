@@ -11,7 +11,8 @@ RECORD = {
     "target": {"rate": 4.0}, "method": {"name": "magnitude", "version": "1"}, "primary_metric": "top1",
     "metrics": {"top1": 91.5, "per_class_recall": [90.0, 93.0]}, "dense_metrics": {"top1": 92.0},
     "hardware": {"storage": {"stored_bits": 1234, "layer.fc.format": "csr"}},
-    "search": {"runs": 2, "rate_found": 4.0, "trace": [{"rate": 2.0, "top1": 91.9, "within": True}]},
+    "search": {"lo": 2.0, "hi": 8.0, "steps": 0, "tolerance": 1.0, "runs": 2, "rate_found": 4.0,
+               "trace": [{"rate": 2.0, "top1": 91.9, "within": True}]},
     "accuracy_drop": 0.5, "achieved_rate": 4.0, "status": "passed",
 }
 
@@ -35,7 +36,9 @@ def test_offline_run_files_hold_no_machine_path_or_host_name(tmp_path, monkeypat
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.chdir(tmp_path)
-    Tracker("offline", directory=tmp_path / "out").log_record(RECORD)
+    tracker = Tracker("offline", directory=tmp_path / "out")
+    tracker.log_record(RECORD)
+    tracker.close()
     files = [p for p in (tmp_path / "out" / "wandb").rglob("*") if p.is_file()]
     assert files
     machine = [str(tmp_path).encode(), sys.prefix.encode(), sys.executable.encode(), socket.gethostname().encode()]

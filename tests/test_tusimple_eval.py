@@ -10,9 +10,8 @@ import math
 
 import pytest
 
-from prunebench.tasks.tusimple_eval import (
+from prunebench.tasks.lanes.metric import (
     EARLY_2017_05,
-    OFFICIAL,
     LaneFormatError,
     bench_files,
     bench_image,

