@@ -10,6 +10,7 @@ appended to the results store whatever its outcome.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .verify import VerificationError
 _CTX = pytest.StashKey()
 _RECORDS = pytest.StashKey()
 _REUSED = pytest.StashKey()
+_HANDLES = pytest.StashKey()
 
 
 def pytest_addoption(parser):
@@ -46,6 +48,19 @@ def pytest_addoption(parser):
     group.addoption("--rerun", action="store_true", dest="pb_rerun",
                     help="run every point again, even those whose passed or failed record is in the store "
                          "(default: reuse them; error records are always retried)")
+    group.addoption("--executor", dest="pb_executor", default="local", choices=("local", "submitit", "slurm"),
+                    help="where points run: local (this process, default), submitit (each point in its own "
+                         "process on this machine) or slurm (one job array on a Slurm cluster)")
+    group.addoption("--workers", dest="pb_workers", default=None, type=int, metavar="N",
+                    help="points running at once under --executor submitit (default: cores / --threads), "
+                         "or the Slurm array's parallelism (default: 32)")
+    group.addoption("--slurm-partition", dest="pb_partition", default=None, help="Slurm partition")
+    group.addoption("--slurm-time-min", dest="pb_time_min", default=60, type=int, metavar="MIN",
+                    help="time limit per point in minutes (default: 60); a job past it is requeued")
+    group.addoption("--cpus-per-point", dest="pb_cpus", default=None, type=int, metavar="N",
+                    help="CPUs per Slurm job (default: --threads)")
+    group.addoption("--gpus-per-point", dest="pb_gpus", default=0, type=int, metavar="N",
+                    help="GPUs per Slurm job (default: 0; use 1 with --device cuda: one GPU per worker)")
     group.addoption("--threads", dest="pb_threads", default=1, type=int, metavar="N",
                     help="torch threads inside each run point (default: 1; part of the dense cache key "
                          "and of every record, since results change with it)")
@@ -74,6 +89,14 @@ def pytest_configure(config):
     threads = config.getoption("pb_threads")
     if threads < 1:
         raise pytest.UsageError(f"--threads expects an integer >= 1, got {threads!r}")
+    for opt, flag, least in (("pb_workers", "--workers", 1), ("pb_time_min", "--slurm-time-min", 1),
+                             ("pb_cpus", "--cpus-per-point", 1), ("pb_gpus", "--gpus-per-point", 0)):
+        value = config.getoption(opt)
+        if value is not None and value < least:
+            raise pytest.UsageError(f"{flag} expects an integer >= {least}, got {value!r}")
+    xdist = getattr(config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if config.getoption("pb_executor") != "local" and xdist:
+        raise pytest.UsageError("--executor submitit/slurm runs points in their own processes: drop -n (pytest-xdist)")
     config.stash[_RECORDS] = []
     config.stash[_REUSED] = []
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
@@ -127,6 +150,50 @@ class SuiteFile(pytest.File):
             yield SuiteItem.from_parent(self, name=f"{point.protocol}[{point.id}]", suite=suite, point=point)
 
 
+def pytest_collection_finish(session):
+    """Under --executor submitit/slurm, submit every selected point at once."""
+    config = session.config
+    name = config.getoption("pb_executor", "local")
+    items = [i for i in session.items if isinstance(i, SuiteItem)]
+    if name == "local" or not items or config.getoption("collectonly"):
+        return
+    from .executors import PointJob, make_executor
+
+    results = Path(config.getoption("pb_results"))
+    threads = config.getoption("pb_threads")
+    workers = config.getoption("pb_workers")
+    resources = {"time_min": config.getoption("pb_time_min"), "cpus_per_point": config.getoption("pb_cpus") or threads,
+                 "gpus_per_point": config.getoption("pb_gpus"),
+                 "array_parallelism": workers or (max(1, (os.cpu_count() or 1) // threads) if name == "submitit" else 32)}
+    if config.getoption("pb_partition"):
+        resources["partition"] = config.getoption("pb_partition")
+    executor = make_executor(name, results.parent / "jobs" if results.parent != Path("") else Path("jobs"), **resources)
+    jobs = [PointJob(suite_path=str(Path(i.suite.path).resolve()), smoke=i.suite.smoke_mode, protocol=i.point.protocol,
+                     method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
+                     results=str(results.resolve()), device=config.getoption("pb_device"),
+                     data_root=config.getoption("pb_data_root"), threads=threads,
+                     rerun=config.getoption("pb_rerun")) for i in items]
+    handles = executor.submit(jobs)
+    config.stash[_HANDLES] = handles
+    for item, handle in zip(items, handles):
+        item.handle = handle
+
+
+def _progress(config) -> None:
+    from .executors import progress_counts
+
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    handles = config.stash.get(_HANDLES, [])
+    if tr is None or not handles:
+        return
+    c = progress_counts(handles)
+    line = f"prunebench: {c['done']} done, {c['running']} running, {c['queued']} queued of {len(handles)} points"
+    capture = config.pluginmanager.getplugin("capturemanager")
+    # written from inside an item: past pytest's output capture, to the terminal
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        tr.write_line(line)
+
+
 class ExpectationNotMet(AssertionError):
     pass
 
@@ -136,17 +203,22 @@ class SuiteItem(pytest.Item):
         super().__init__(**kwargs)
         self.suite = suite
         self.point = point
+        #: the point's job under --executor submitit/slurm
+        self.handle = None
 
     def runtest(self):
         from .runner import Unsupported, run_point
 
         ctx = _context(self.config)
-        try:
-            result = run_point(self.suite, self.point, ctx)
-        except (DatasetUnavailable, DependencyUnavailable) as err:
-            pytest.skip(str(err))
-        except Unsupported as err:
-            pytest.skip(str(err))
+        if self.handle is not None:
+            result = self._from_job(ctx)
+        else:
+            try:
+                result = run_point(self.suite, self.point, ctx)
+            except (DatasetUnavailable, DependencyUnavailable) as err:
+                pytest.skip(str(err))
+            except Unsupported as err:
+                pytest.skip(str(err))
         rec = result.record
         self.user_properties.append(("achieved_rate", rec.achieved_rate))
         self.user_properties.append((rec.primary_metric, rec.primary_value))
@@ -156,11 +228,30 @@ class SuiteItem(pytest.Item):
             note = ["(reused: the stored record of this point; --rerun runs it again)"] if result.reused else []
             raise ExpectationNotMet("\n".join(result.unmet + note))
 
+    def _from_job(self, ctx):
+        from .records import RunRecord
+        from .runner import PointResult
+
+        try:
+            outcome = self.handle.result()
+        finally:
+            _progress(self.config)
+        if outcome.skip is not None:
+            pytest.skip(outcome.skip)
+        record = RunRecord.from_json(outcome.record)
+        if not outcome.reused and ctx.tracker is not None:
+            ctx.tracker.log_record(record)  # the job wrote the store; wandb is logged here, once
+        return PointResult(record, outcome.unmet, reused=outcome.reused)
+
     def repr_failure(self, excinfo):
         if excinfo.errisinstance(ExpectationNotMet):
             return f"{self.name}: expectation not met\n  " + str(excinfo.value).replace("\n", "\n  ")
         if excinfo.errisinstance(VerificationError):
             return f"{self.name}: verification failed: {excinfo.value}"
+        from .executors import JobFailed
+
+        if excinfo.errisinstance(JobFailed):
+            return f"{self.name}: {excinfo.value}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
