@@ -94,8 +94,8 @@ def pytest_configure(config):
         value = config.getoption(opt)
         if value is not None and value < least:
             raise pytest.UsageError(f"{flag} expects an integer >= {least}, got {value!r}")
-    xdist = getattr(config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if config.getoption("pb_executor") != "local" and xdist:
+    # the option, not the environment: a pytest started from inside an xdist worker inherits its variables
+    if config.getoption("pb_executor") != "local" and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--executor submitit/slurm runs points in their own processes: drop -n (pytest-xdist)")
     config.stash[_RECORDS] = []
     config.stash[_REUSED] = []
