@@ -113,6 +113,20 @@ def pytest_unconfigure(config):
         ctx.tracker.close()
 
 
+def worker_device(device: str, xdist_worker: str | None) -> str:
+    """One GPU per pytest-xdist worker: ``cuda`` becomes ``cuda:<worker index
+    mod GPUs>`` in worker ``gw<index>``. An explicit ``cuda:N``, a CPU, and a
+    process outside xdist (a Slurm job sees only its allocated GPUs) keep theirs."""
+    if device != "cuda" or not xdist_worker or not xdist_worker.startswith("gw"):
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    if count < 1:
+        return device  # the run point then fails with torch's own message
+    return f"cuda:{int(xdist_worker[2:]) % count}"
+
+
 def _context(config):
     if _CTX not in config.stash:
         from .results import ResultStore
@@ -121,7 +135,7 @@ def _context(config):
 
         results = Path(config.getoption("pb_results"))
         config.stash[_CTX] = RunContext(
-            device=config.getoption("pb_device"),
+            device=worker_device(config.getoption("pb_device"), os.environ.get("PYTEST_XDIST_WORKER")),
             data_root=config.getoption("pb_data_root"),
             results=ResultStore(results),
             tracker=Tracker(config.getoption("pb_wandb"), directory=results.parent if results.parent != Path("") else "."),

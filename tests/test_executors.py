@@ -81,3 +81,14 @@ def test_executor_and_xdist_do_not_mix(pytester):
     res = pytester.runpytest_subprocess("suites", "--executor", "submitit", "-n", "2", "--wandb", "off")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stderr.fnmatch_lines(["*drop -n (pytest-xdist)*"])
+
+
+def test_each_xdist_worker_takes_its_own_gpu(monkeypatch):
+    import torch
+
+    from prunebench.pytest_plugin import worker_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [worker_device("cuda", f"gw{i}") for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_device("cuda", None) == "cuda"  # not under xdist: a Slurm job sees its own GPUs as cuda:0..
+    assert worker_device("cuda:1", "gw0") == "cuda:1" and worker_device("cpu", "gw1") == "cpu"

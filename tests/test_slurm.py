@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from conftest import REPO
 from test_pytest_plugin import TINY, _records, _suite
 
 pytestmark = pytest.mark.slurm
@@ -39,21 +40,22 @@ class Raiser(Method):
 
 
 @needs_slurm
-def test_points_run_as_one_slurm_job_array_and_resume(pytester, isolated_cache):
+def test_the_smoke_suite_runs_as_one_slurm_job_array_and_resumes(pytester, isolated_cache):
+    """The classification smoke suite (magnitude: 3 points) through --executor slurm."""
     pytest.importorskip("submitit")
-    _suite(pytester, "slurm", text=TINY.replace("seeds: [0]", "seeds: [0, 1]").format(
-        name="slurm", expect="{max_accuracy_drop: 100}"))
-    args = ("suites", "--executor", "slurm", "--slurm-partition", "debug", "--slurm-time-min", "10",
-            "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
+    (pytester.path / "suites").mkdir()
+    shutil.copy(REPO / "suites" / "smoke" / "lenet5_synthetic.yaml", pytester.path / "suites")
+    args = ("suites", "--method", "magnitude", "--executor", "slurm", "--slurm-partition", "debug",
+            "--slurm-time-min", "20", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
     res = pytester.runpytest_subprocess(*args)
-    res.assert_outcomes(passed=2)
-    res.stdout.fnmatch_lines(["*prunebench: * done, * running, * queued of 2 points*"])
+    res.assert_outcomes(passed=3)
+    res.stdout.fnmatch_lines(["*prunebench: * done, * running, * queued of 3 points*"])
     recs = _records(pytester.path / "res")
-    assert sorted(r["seed"] for r in recs) == [0, 1] and {r["status"] for r in recs} == {"passed"}
+    assert len(recs) == 3 and {r["status"] for r in recs} == {"passed"}
     # one array: its tasks are <array id>_<index>
     tasks = sorted(p.name for p in (pytester.path / "jobs").iterdir() if p.is_dir() and "_" in p.name)
-    assert len(tasks) == 2 and len({t.split("_")[0] for t in tasks}) == 1, tasks
-    assert pytester.runpytest_subprocess(*args).parseoutcomes() == {"reused": 2}
+    assert len(tasks) == 3 and len({t.split("_")[0] for t in tasks}) == 1, tasks
+    assert pytester.runpytest_subprocess(*args).parseoutcomes() == {"reused": 3}
 
 
 @needs_slurm
