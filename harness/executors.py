@@ -236,6 +236,31 @@ class SubmititExecutor(Executor):
         return [_SubmititHandle(pool, i) for i in range(len(jobs))]
 
 
+def executor_problem(name: str) -> str | None:
+    """Why executor ``name`` cannot run here (checked before any compute), or None."""
+    import shutil
+    import subprocess
+
+    if name not in EXECUTORS:
+        return f"--executor: expected one of {', '.join(EXECUTORS)}, got {name!r}"
+    if name == "local":
+        return None
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return f"--executor {name} needs submitit: pip install 'prunebench[cluster]'"
+    if name == "slurm":
+        if shutil.which("sbatch") is None:
+            return "--executor slurm: no sbatch on PATH (not a Slurm login node? bash scripts/slurm_local.sh starts a one-node cluster)"
+        try:
+            out = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as err:
+            return f"--executor slurm: sinfo failed ({err}); is slurmctld reachable?"
+        if out.returncode != 0:
+            return f"--executor slurm: Slurm is unreachable (sinfo: {out.stderr.strip() or out.returncode})"
+    return None
+
+
 def make_executor(name: str, folder: str | Path, **resources: Any) -> Executor:
     """The executor called ``name`` (one of :data:`EXECUTORS`)."""
     if name == "local":

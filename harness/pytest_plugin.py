@@ -94,6 +94,13 @@ def pytest_configure(config):
         value = config.getoption(opt)
         if value is not None and value < least:
             raise pytest.UsageError(f"{flag} expects an integer >= {least}, got {value!r}")
+    executor = config.getoption("pb_executor")
+    if executor != "local":
+        from .executors import executor_problem
+
+        problem = executor_problem(executor)
+        if problem:
+            raise pytest.UsageError(problem)
     # the option, not the environment: a pytest started from inside an xdist worker inherits its variables
     if config.getoption("pb_executor") != "local" and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--executor submitit/slurm runs points in their own processes: drop -n (pytest-xdist)")
@@ -111,6 +118,19 @@ def pytest_unconfigure(config):
     ctx = config.stash.get(_CTX, None)
     if ctx is not None and ctx.tracker is not None:
         ctx.tracker.close()
+
+
+def _check_results_writable(path: str) -> None:
+    """Before any compute: the results store can be created and written."""
+    import tempfile
+
+    root = Path(path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise pytest.UsageError(f"--results {path}: not a writable directory ({err.strerror or err})") from None
 
 
 def worker_device(device: str, xdist_worker: str | None) -> str:
@@ -165,11 +185,15 @@ class SuiteFile(pytest.File):
 
 
 def pytest_collection_finish(session):
-    """Under --executor submitit/slurm, submit every selected point at once."""
+    """Before any point runs: the results store must be writable; under
+    --executor submitit/slurm, every selected point is submitted at once."""
     config = session.config
     name = config.getoption("pb_executor", "local")
     items = [i for i in session.items if isinstance(i, SuiteItem)]
-    if name == "local" or not items or config.getoption("collectonly"):
+    if not items or config.getoption("collectonly"):
+        return
+    _check_results_writable(config.getoption("pb_results"))
+    if name == "local":
         return
     from .executors import PointJob, make_executor
 

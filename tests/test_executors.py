@@ -92,3 +92,23 @@ def test_each_xdist_worker_takes_its_own_gpu(monkeypatch):
     assert [worker_device("cuda", f"gw{i}") for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
     assert worker_device("cuda", None) == "cuda"  # not under xdist: a Slurm job sees its own GPUs as cuda:0..
     assert worker_device("cuda:1", "gw0") == "cuda:1" and worker_device("cpu", "gw1") == "cpu"
+
+
+def test_bad_executor_input_is_refused_before_compute(pytester, monkeypatch, tmp_path):
+    import shutil as sh
+
+    from prunebench.executors import executor_problem
+
+    _suite(pytester, "bad")
+    res = pytester.runpytest_subprocess("suites", "--executor", "slurmm", "--wandb", "off")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*invalid choice: 'slurmm'*"])
+    blocker = pytester.path / "blocker"
+    blocker.write_text("a file, not a directory")
+    res = pytester.runpytest_subprocess("suites", "--results", "blocker/res", "--wandb", "off")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*--results blocker/res: not a writable directory*"])
+    monkeypatch.setattr(sh, "which", lambda name: None)
+    assert "no sbatch on PATH" in executor_problem("slurm")
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)
+    assert executor_problem("submitit") == "--executor submitit needs submitit: pip install 'prunebench[cluster]'"
