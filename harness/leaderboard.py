@@ -50,19 +50,13 @@ PROTOCOL_ORDER = ("equal_compression", "equal_accuracy")
 PROTOCOL_TITLES = {"equal_compression": "Equal compression", "equal_accuracy": "Equal accuracy"}
 DASH = "—"
 
-# t_{0.975, df} for df = 1..30; 1.96 beyond
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)
-
-
 def t_975(df: int) -> float:
-    """Two-sided 95% Student t quantile with ``df`` degrees of freedom."""
+    """Two-sided 95% Student t quantile with ``df`` degrees of freedom (scipy.stats)."""
     if df < 1:
         raise ValueError(f"df must be >= 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
 
 
 @dataclass(frozen=True)
@@ -574,6 +568,34 @@ _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
+#: built-in methods keep these colours on every page; others get one from their name
+_METHOD_COLOURS = {"magnitude": "#1f77b4", "random": "#7f7f7f", "admm": "#d62728", "admm_memristor": "#8c564b",
+                   "slr": "#2ca02c", "autoprune": "#ff7f0e", "pattern": "#9467bd", "pe_ternary": "#e377c2"}
+
+
+def method_colour(method_label: str) -> str:
+    """One colour per method (its name without the version), the same on every page."""
+    import hashlib
+
+    name = method_label.split(" v")[0].split(" + ")[0]
+    if name in _METHOD_COLOURS:
+        return _METHOD_COLOURS[name]
+    index = int(hashlib.sha1(name.encode()).hexdigest(), 16) % len(_COLOURS)
+    return _COLOURS[index]
+
+
+def _focus_floor(values: Sequence[float], dense: Stat | None) -> float | None:
+    """The lowest accuracy the axis shows: Tukey's lower fence (Q1 - 1.5 IQR)
+    of the cells, so a collapsed cell (chance level) does not squeeze the
+    rest into a corner; None when nothing lies below it."""
+    xs = sorted(values)
+    if len(xs) < 4:
+        return None
+    q1, q3 = xs[len(xs) // 4], xs[(3 * len(xs)) // 4]
+    fence = q1 - 1.5 * max(q3 - q1, 0.5)
+    return fence if xs[0] < fence else None
+
+
 def _pareto_png(title: str, rows: Sequence[_Row], metric: str, dense: Stat | None, records: Sequence[Mapping]) -> bytes | None:
     points = [r for r in rows if r.metric is not None and r.bits is not None]
     if not points:
@@ -581,43 +603,74 @@ def _pareto_png(title: str, rows: Sequence[_Row], metric: str, dense: Stat | Non
     import matplotlib.style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    series = sorted({(r.method, r.structure) for r in points})
+    structures = sorted({r.structure for r in points})
+    fp32 = _mean_of(records, lambda r: _num(_get(r, "hardware", "storage", "fp32_dense_bits")))
     # style "default" ignores the user's matplotlibrc, so output is reproducible
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(8, 5), dpi=100)
+        cols = min(3, len(structures))
+        nrows = math.ceil(len(structures) / cols)
+        fig = Figure(figsize=(3.6 * cols + 2.4, 3.3 * nrows + 0.6), dpi=100)
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        for i, (method, structure) in enumerate(series):
-            colour, marker = _COLOURS[i % len(_COLOURS)], _MARKERS[i % len(_MARKERS)]
-            for proto, filled in (("equal_compression", True), ("equal_accuracy", False)):
-                pts = sorted(
-                    (r.bits, r.metric.mean, r.metric.half or 0.0)
-                    for r in points
-                    if (r.method, r.structure) == (method, structure) and (r.protocol == "equal_accuracy") != filled
-                )
-                if not pts:
-                    continue
-                xs, ys, es = zip(*pts)
-                ax.errorbar(
-                    xs, ys, yerr=es, fmt=marker, linestyle="-" if filled else "none", color=colour,
-                    mfc=colour if filled else "none", capsize=3, markersize=6, linewidth=1,
-                    label=f"{method} · {structure}" + ("" if filled else " (equal acc.)"),
-                )
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        methods_seen: set[str] = set()
+        any_below = False
+        for k, structure in enumerate(structures):
+            ax = axes[k // cols][k % cols]
+            mine = [r for r in points if r.structure == structure]
+            # each panel focuses on where its methods differ
+            floor = _focus_floor([r.metric.mean for r in mine], dense)
+            any_below = any_below or floor is not None
+            top = max([r.metric.mean + (r.metric.half or 0.0) for r in mine]
+                      + ([dense.mean + (dense.half or 0.0)] if dense is not None else []))
+            for method in sorted({r.method for r in mine}):
+                colour = method_colour(method)
+                methods_seen.add(method)
+                for proto, filled in (("equal_compression", True), ("equal_accuracy", False)):
+                    pts = sorted((r.bits, r.metric.mean, r.metric.half or 0.0) for r in mine
+                                 if r.method == method and (r.protocol == "equal_accuracy") != filled)
+                    if not pts:
+                        continue
+                    shown = [(x, y, e) for x, y, e in pts if floor is None or y >= floor]
+                    if shown:
+                        xs, ys, es = zip(*shown)
+                        ax.errorbar(xs, ys, yerr=es, fmt="o" if filled else "s", linestyle="-" if filled else "none",
+                                    color=colour, mfc=colour if filled else "none", capsize=3, markersize=5, linewidth=1)
+                    for x, y, _ in pts:  # collapsed cells: at the bottom edge, value written beside
+                        if floor is not None and y < floor:
+                            ax.plot([x], [floor], marker="v", color=colour, mfc=colour if filled else "none",
+                                    markersize=7, linestyle="none", clip_on=False)
+                            ax.annotate(f"{y:.0f}", (x, floor), textcoords="offset points", xytext=(4, 3),
+                                        fontsize=6, color=colour)
+            if dense is not None:
+                ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1)
+                if dense.half:
+                    ax.axhspan(dense.mean - dense.half, dense.mean + dense.half, color="0.88", zorder=0)
+                if fp32 is not None and fp32 > 0:
+                    ax.plot([fp32], [dense.mean], marker="*", markersize=10, color="black", linestyle="none")
+            ax.set_xscale("log")
+            ax.set_title(structure, fontsize=9)
+            ax.grid(True, which="both", linewidth=0.3)
+            ax.tick_params(labelsize=7)
+            if floor is not None:
+                ax.set_ylim(floor, top + 0.02 * (top - floor))
+            ax.set_ylabel(f"{metric} (%)", fontsize=8)
+            if k // cols == nrows - 1:
+                ax.set_xlabel("stored bits incl. index", fontsize=8)
+        for k in range(len(structures), nrows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        handles = [Line2D([], [], color=method_colour(m), marker="o", linestyle="-", markersize=5, label=m)
+                   for m in sorted(methods_seen)]
+        handles += [Line2D([], [], color="0.3", marker="o", linestyle="-", label="equal compression"),
+                    Line2D([], [], color="0.3", marker="s", mfc="none", linestyle="none", label="equal accuracy")]
         if dense is not None:
-            ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1, label=f"dense {_acc2(dense.mean)}")
-            if dense.half:
-                ax.axhspan(dense.mean - dense.half, dense.mean + dense.half, color="0.85", zorder=0)
-            fp32 = _mean_of(records, lambda r: _num(_get(r, "hardware", "storage", "fp32_dense_bits")))
-            if fp32 is not None and fp32 > 0:
-                ax.plot([fp32], [dense.mean], marker="*", markersize=12, color="black", linestyle="none", label="dense fp32")
-        ax.set_xscale("log")
-        ax.set_xlabel("stored bits incl. index (log scale)")
-        ax.set_ylabel(f"{metric} (%)")
-        ax.set_title(title)
-        ax.grid(True, which="both", linewidth=0.3)
-        ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
+            handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {_acc2(dense.mean)}"))
+        if any_below:
+            handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+        fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.6 * cols + 2.4), 0.95))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
