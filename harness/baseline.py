@@ -8,6 +8,7 @@ may instead name a checkpoint, which is loaded and evaluated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from . import distributed
 from .checkpoint import load_state_dict, save_state_dict
 from .config import to_plain
 from .interfaces import Task
@@ -95,8 +97,11 @@ def dense_baseline(
     root = (cache_dir or default_cache_dir()) / "dense"
     root.mkdir(parents=True, exist_ok=True)
     weights, meta = root / f"{key}.safetensors", root / f"{key}.json"
-    with FileLock(str(root / f"{key}.lock")):
-        if weights.is_file() and meta.is_file():
+    # under torchrun the ranks train together (collectives inside), so none may
+    # wait on a lock another holds: rank 0 decides, all follow, rank 0 writes
+    lock = FileLock(str(root / f"{key}.lock")) if not distributed.active() else contextlib.nullcontext()
+    with lock:
+        if distributed.broadcast_object(weights.is_file() and meta.is_file()):
             info = json.loads(meta.read_text())
             return DenseBaseline(key, load_state_dict(weights), info["metrics"], "cache", info.get("train_time_s"))
         _seed_all(seed)
@@ -106,6 +111,9 @@ def dense_baseline(
         trainer.fit(dense.epochs)
         elapsed = time.perf_counter() - start
         metrics = task.evaluate(model)
+        if not distributed.is_main():
+            distributed.barrier()  # wait until rank 0 has written the cache
+            return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained", elapsed)
         save_state_dict(model.state_dict(), weights)
         tmp = meta.with_name(meta.name + ".tmp")
         tmp.write_text(
@@ -116,4 +124,5 @@ def dense_baseline(
             )
         )
         tmp.replace(meta)
+        distributed.barrier()
         return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained", elapsed)

@@ -106,6 +106,10 @@ def pytest_configure(config):
         raise pytest.UsageError("--executor submitit/slurm runs points in their own processes: drop -n (pytest-xdist)")
     config.stash[_RECORDS] = []
     config.stash[_REUSED] = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one run on several processes
+        from . import distributed
+
+        distributed.init_from_env(config.getoption("pb_device"))
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and int(workers) > 1:
         # share the cores between xdist workers instead of oversubscribing them

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import registry
+from . import distributed, registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
@@ -255,7 +255,8 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
     record.dense_key = dense_key(suite.task_name, task, suite.dense, point.seed)
     record.point_key = _point_key(suite, point, record)
     if ctx.results is not None and not ctx.rerun:
-        stored = ctx.results.get(record.suite, record.point_key)
+        # under torchrun every rank must take rank 0's decision
+        stored = distributed.broadcast_object(ctx.results.get(record.suite, record.point_key))
         if stored is not None and stored.get("status") in ("passed", "failed"):
             done = RunRecord.from_json(stored)
             return PointResult(done, done.failure.split("; ") if done.status == "failed" and done.failure else [],
@@ -320,6 +321,8 @@ def _point_key(suite: Suite, point: RunPoint, record: RunRecord) -> str:
 def _finish(record: RunRecord, start: float, ctx: RunContext) -> None:
     record.wall_time_s = round(time.perf_counter() - start, 3)
     record.created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not distributed.is_main():
+        return  # under torchrun, rank 0 alone writes the record (every rank holds the same one)
     if ctx.results is not None:
         ctx.results.append(record)
     if ctx.tracker is not None:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import distributed
 from .interfaces import Task
 
 __all__ = ["OptimizerConfig", "Trainer", "Callback", "KeepMasked", "BudgetExceeded", "FitReport"]
@@ -171,11 +172,13 @@ class Trainer:
         while step < total_steps:
             running, count = torch.zeros((), device=self.task.device), 0
             for batch in self.task.train_batches(self.generator):
-                loss = self.task.loss(self.model, batch)
+                # under torchrun: this rank's rows of the batch, gradients averaged below
+                loss = self.task.loss(self.model, distributed.shard_batch(batch))
                 if penalty is not None:
                     loss = loss + penalty(self.model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(opt.param_groups[0]["params"])
                 for cb in callbacks:
                     cb.after_backward(self)
                 opt.step()
