@@ -75,7 +75,13 @@ class Method(_Plugin):
     extra figures (residuals, search traces) to record with the result.
 
     The harness never trusts a method: after ``compress`` it checks sparsity,
-    structure and quantization levels itself.
+    structure and quantization levels itself, on a freshly built model that
+    holds only ``model.state_dict()`` (hooks, extra modules, parameters or
+    buffers are refused).  It counts the training samples the model sees
+    itself: training outside ``trainer.fit`` or beyond the budget is refused.
+    Layers outside ``target.layers`` may gain no zeros, and without training
+    nothing but the target layers' weights may change.  A method that patches
+    the harness, torch or the task is refused (the patch is undone).
     """
 
     #: Structure kinds (see ``Structure.kind``) the method can produce.

@@ -289,7 +289,28 @@ def _nonzero_magnitudes(w: torch.Tensor) -> torch.Tensor:
 
 
 def _off_uniform(w, q):
-    return None  # uniform is checked by its level count only
+    """Nonzero magnitudes must be k_i * step for one step and integers 1 <= k_i <= n."""
+    m = _nonzero_magnitudes(w)
+    if m.numel() <= 1:
+        return None
+    n = 2 ** (q.bits - 1) - 1 if q.bits >= 2 else 1
+    eps = torch.finfo(w.dtype).eps if w.dtype.is_floating_point else 0.0
+    ratio = m / m[0]  # ascending: the smallest magnitude's code c0 fixes the step m[0] / c0
+    top = float(ratio[-1])
+    # c0 * top <= n; and k distinct integer codes in [c0, c0 * top] need c0 * (top - 1) >= k - 1
+    lo = max(1, math.floor((m.numel() - 1) / (top - 1) * (1 - 1e-3))) if top > 1 else 1
+    hi = math.floor((n + 0.5) / top)
+    chunk = max(1, (1 << 22) // m.numel())
+    for start in range(lo, hi + 1, chunk):
+        c0 = torch.arange(start, min(hi, start + chunk - 1) + 1, dtype=torch.float64, device=m.device)
+        codes = c0[:, None] * ratio[None, :]
+        near = codes.round()
+        tol = 4 * eps * near.clamp(min=1) + 1e-6
+        ok = ((codes - near).abs() <= tol).all(dim=1) & (near[:, -1] <= n)
+        if bool(ok.any()):
+            return None
+    return (f"holds {m.numel()} distinct nonzero magnitudes that are not multiples of one step "
+            f"with at most {n} steps per side (uniform levels are evenly spaced)")
 
 
 def _off_pow2(w, q):
@@ -334,6 +355,7 @@ def off_level_set(weight: torch.Tensor, quantization: Quantization) -> str | Non
 
     pow2: magnitudes are s * 2^e within the allowed exponent window (any s);
     ternary / binary: one magnitude per layer; levels: each value is one of
-    the given levels (unscaled); uniform: not checked here (level count only).
+    the given levels (unscaled); uniform: integer multiples (at most n = 2^(k-1) - 1)
+    of one step, within float rounding.
     """
     return _LEVEL_CHECKS[quantization.scheme](weight, quantization)

@@ -103,6 +103,9 @@ class RunRecord:
     hardware: dict | None = None
     hardware_versions: dict | None = None
     epochs_spent: float | None = None
+    #: training samples the model saw while the method ran, counted by the harness
+    #: (not by the trainer a method holds); None in records written before it was counted
+    train_samples_seen: int | None = None
     epochs_spent_total: float | None = None
     method_info: Any = None
     search: SearchSummary | None = None
@@ -131,6 +134,8 @@ class RunRecord:
             out[f.name] = value
         if self.epochs_spent_total is None:
             del out["epochs_spent_total"]  # only searches spend over several probes
+        if self.train_samples_seen is None:
+            del out["train_samples_seen"]  # not counted before; older records stay byte-identical
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out

@@ -1,5 +1,11 @@
 """Runs one point of a suite: dense baseline, method, quantizer, checks, scores.
 
+The method runs under the harness's guard (:mod:`prunebench.guard`): what is
+quantized, verified, evaluated and scored is a freshly built model holding
+the method's ``state_dict``; patches of the harness are put back and refused;
+the training samples the model saw are counted by the harness, checked
+against the budget and recorded (``train_samples_seen``).
+
 ``run_point`` returns a :class:`~prunebench.records.RunRecord` and
 appends it to the store, whether the point met its ``expect`` or not.  A run
 that raises (a method crash, a failed verification) is recorded with status
@@ -21,6 +27,7 @@ from . import distributed, registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
+from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
 from .protocols import SearchStep, search_max_rate
 from .quant import quantize_
@@ -82,6 +89,10 @@ def get_task(suite: Suite, ctx: RunContext) -> Task:
     return found
 
 
+def _forget_task(suite: Suite, ctx: RunContext) -> None:
+    ctx._tasks.pop((suite.path, suite.smoke_mode, ctx.data_root, ctx.device), None)
+
+
 def _dense(suite: Suite, task: Task, seed: int, ctx: RunContext) -> DenseBaseline:
     key = (suite.path, suite.smoke_mode, ctx.data_root, ctx.device, seed)
     if key not in ctx._dense:
@@ -113,13 +124,23 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
         seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x",
     )
-    info = method.compress(model, target, trainer) or {}
+    # resolved before the method runs: what scores the model is not the method's to choose
+    hw_classes = {name: registry.hardware_models.get(name) for name in suite.hardware}
+    hw_configs = {name: suite.hardware_config(name) for name in suite.hardware}
+    quantizes = bool(method.quantizes)
+    # the method's own model is dropped: a fresh one holding its state_dict is
+    # quantized, verified, evaluated and scored (prunebench.guard)
+    guarded = guarded_compress(
+        method, model, target, trainer, task, budget_epochs=suite.budget.epochs, name=point.method,
+        classes=hw_classes.values(),
+    )
+    model, info = guarded.model, guarded.info
     metrics_before_q = None
-    if quant is not None and not method.quantizes:
+    if quant is not None and not quantizes:
         metrics_before_q = task.evaluate(model)
         _standard_quantize(model, layers, quant)
     check_target = Target(layers=target.layers, structure=structure, rate=rate, quantization=quant)
-    check = verify(model, check_target, method=point.method)
+    check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained)
     metrics = task.evaluate(model)
     artifact = CompressedModel.from_model(
         model, layers, task.example_input(), structure=str(structure),
@@ -127,9 +148,8 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         model_name=task.describe().get("model", ""),
     )
     hardware, hardware_versions = {}, {}
-    for name in suite.hardware:
-        hw_cls = registry.hardware_models.get(name)
-        hardware[name] = hw_cls(suite.hardware_config(name)).score(
+    for name, hw_cls in hw_classes.items():
+        hardware[name] = hw_cls(hw_configs[name]).score(
             artifact, model=model, example_input=task.example_input()
         )
         hardware_versions[name] = hw_cls.version
@@ -145,6 +165,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "hardware": hardware,
         "hardware_versions": hardware_versions,
         "epochs_spent": trainer.epochs_spent,
+        "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
     }
 
@@ -294,6 +315,8 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         record.status = "failed" if unmet else "passed"
         record.failure = "; ".join(unmet) or None
     except Exception as err:
+        if isinstance(err, HarnessTampered):  # the task may hold what the method changed: prepare it anew
+            _forget_task(suite, ctx)
         record.status = "error"
         record.failure = f"{type(err).__name__}: {err}"
         _finish(record, start, ctx)

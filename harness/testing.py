@@ -19,7 +19,16 @@ on a CPU), that the method
 - leaves layers that are not in ``target.layers`` uncompressed (no new zeros,
   not quantized).
 
+The method runs under the harness's guard, as in a suite run
+(:func:`prunebench.guard.guarded_compress`): its model's state is moved into
+a freshly built model, and hooks, extra tensors, patches of the harness and
+training beyond the budget or outside ``trainer.fit`` are refused.
+
 Class attributes tune the checks (``rate``, ``budget_epochs``, ``bits``).
+
+``HarnessRefusesLiars`` is the kit's negative side: subclass it (no
+attributes needed) to see every lying method of
+:data:`prunebench.testing_liars.LIARS` refused, each with its message.
 """
 
 from __future__ import annotations
@@ -32,14 +41,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry
+from .guard import Guarded, HarnessTampered, guarded_compress
 from .interfaces import Method, NoConfig, Task
 from .projections import nm_slots
 from .quant import quantize_
 from .target import Quantization, Structure, Target
+from .testing_liars import LIARS
 from .trainer import OptimizerConfig, Trainer
-from .verify import verify
+from .verify import VerificationError, verify
 
-__all__ = ["MethodConformance", "TinyTask", "SPELLINGS", "SCHEMES"]
+__all__ = ["MethodConformance", "HarnessRefusesLiars", "TinyTask", "SPELLINGS", "SCHEMES", "LIARS",
+           "tiny_dense", "compress_tiny"]
 
 #: a concrete suite spelling for every structure kind
 SPELLINGS = {
@@ -124,6 +136,59 @@ class TinyTask(Task):
         return torch.zeros(1, 1, 12, 12, device=self.device)
 
 
+_TINY: dict = {}
+
+
+def tiny_dense() -> tuple[TinyTask, dict]:
+    """The prepared tiny task and its trained dense state (trained once per process)."""
+    if "task" not in _TINY:
+        task = TinyTask()
+        task.prepare()
+        torch.manual_seed(0)
+        model = task.build_model()
+        Trainer(task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(15)
+        _TINY["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        _TINY["task"] = task
+    return _TINY["task"], _TINY["state"]
+
+
+def compress_tiny(
+    method: Method, *, name: str, structure: str = "unstructured", scheme: str | None = None, seed: int = 0,
+    rate: float = 4.0, budget_epochs: float = 2.0, bits: int = 4,
+    layers: tuple[str, ...] = ("conv1", "conv2", "fc1"),
+) -> tuple[nn.Module, Target, Trainer, Guarded]:
+    """Compress the tiny dense model as the harness does: the method under the
+    guard, then the suite's quantizer for a prune-only method.  Returns the
+    clean model, the target to verify it against, the trainer and the guard's
+    result (``trained``, ``train_samples_seen``, ``info``)."""
+    task, state = tiny_dense()
+    torch.manual_seed(seed)
+    model = task.build_model()
+    model.load_state_dict(state)
+    st = Structure.parse(structure)
+    if st.kind == "nm":  # N:M fixes the rate: what the format stores for these layers
+        shapes = {n: m.weight.shape for n, m in model.named_modules() if n in layers}
+        total = sum(math.prod(s) for s in shapes.values())
+        rate = total / sum(nm_slots(s, *st.params) for s in shapes.values())
+    quant = SCHEMES[scheme] if scheme else Quantization(bits)
+    quantizes = bool(method.quantizes)
+    target = Target(layers=layers, structure=st, rate=rate, quantization=quant if quantizes else None)
+    trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=budget_epochs,
+                      seed=seed, progress=False)
+    try:
+        guarded = guarded_compress(method, model, target, trainer, task, budget_epochs=budget_epochs, name=name)
+    except HarnessTampered:
+        task.prepare()  # the method may have changed the task's data in place
+        raise
+    model = guarded.model
+    if not quantizes:
+        modules = dict(model.named_modules())
+        for layer in layers:
+            quantize_(modules[layer].weight.data, quant)
+    checked = Target(layers=target.layers, structure=st, rate=rate, quantization=quant)
+    return model, checked, trainer, guarded
+
+
 class MethodConformance:
     """Base test class: set ``method`` (entry-point name) or ``method_class``."""
 
@@ -153,15 +218,13 @@ class MethodConformance:
 
     @classmethod
     def _task(cls) -> TinyTask:
-        if "task" not in cls._dense_cache:
-            task = TinyTask()
-            task.prepare()
-            torch.manual_seed(0)
-            model = task.build_model()
-            Trainer(task, model, optimizer=OptimizerConfig(lr=0.05), progress=False).fit(15)
-            cls._dense_cache["task"] = task
-            cls._dense_cache["state"] = {k: v.clone() for k, v in model.state_dict().items()}
-        return cls._dense_cache["task"]
+        task, state = tiny_dense()
+        cls._dense_cache["task"], cls._dense_cache["state"] = task, state
+        return task
+
+    @classmethod
+    def _name(cls) -> str:
+        return cls.method or cls._method_cls().__name__
 
     def _cases(self) -> list[tuple[str, str | None]]:
         method = self._make()
@@ -180,34 +243,21 @@ class MethodConformance:
         """Compress the tiny dense model as the harness would; returns (model, target, trainer, info).
 
         Runs are shared between the checks of one case (``fresh`` forces a new run)."""
+        return self._guarded_run(structure, scheme, seed, fresh=fresh)[:4]
+
+    def _guarded_run(self, structure: str, scheme: str | None, seed: int = 0, *, fresh: bool = False):
         key = (type(self).__name__, structure, scheme, seed)
         if fresh or key not in self._runs:
             self._runs[key] = self._run(structure, scheme, seed)
         return self._runs[key]
 
     def _run(self, structure: str, scheme: str | None, seed: int):
-        task = self._task()
-        torch.manual_seed(seed)
-        model = task.build_model()
-        model.load_state_dict(self._dense_cache["state"])
-        method = self._make()
-        st = Structure.parse(structure)
-        rate = self.rate
-        if st.kind == "nm":  # N:M fixes the rate: what the format stores for these layers
-            shapes = {n: m.weight.shape for n, m in model.named_modules() if n in self.layers}
-            total = sum(math.prod(s) for s in shapes.values())
-            rate = total / sum(nm_slots(s, *st.params) for s in shapes.values())
-        quant = SCHEMES[scheme] if scheme else Quantization(self.bits)
-        target = Target(layers=self.layers, structure=st, rate=rate, quantization=quant if method.quantizes else None)
-        trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=self.budget_epochs,
-                          seed=seed, progress=False)
-        info = method.compress(model, target, trainer)
-        if not method.quantizes:
-            modules = dict(model.named_modules())
-            for name in self.layers:
-                quantize_(modules[name].weight.data, quant)
-        checked = Target(layers=target.layers, structure=st, rate=rate, quantization=quant)
-        return model, checked, trainer, info
+        self._task()
+        model, checked, trainer, guarded = compress_tiny(
+            self._make(), name=self._name(), structure=structure, scheme=scheme, seed=seed, rate=self.rate,
+            budget_epochs=self.budget_epochs, bits=self.bits, layers=self.layers,
+        )
+        return model, checked, trainer, guarded.info, guarded
 
     # --------------------------------------------------------------- checks
     def test_declares_what_it_does(self):
@@ -222,13 +272,14 @@ class MethodConformance:
 
     def test_meets_target(self, case):
         structure, scheme = case
-        model, target, trainer, _ = self.run_method(structure, scheme)
-        verify(model, target, method=self.method or self._method_cls().__name__)
+        model, target, _, _, guarded = self._guarded_run(structure, scheme)
+        verify(model, target, method=self._name(), dense=self._dense_cache["state"], trained=guarded.trained)
 
     def test_stays_inside_budget(self, case):
         structure, scheme = case
-        _, _, trainer, _ = self.run_method(structure, scheme)
+        _, _, trainer, _, guarded = self._guarded_run(structure, scheme)
         assert trainer.epochs_spent <= self.budget_epochs + 1e-9
+        assert guarded.train_samples_seen <= guarded.train_samples_allowed
 
     def test_deterministic_under_a_seed(self, case):
         structure, scheme = case
@@ -244,3 +295,43 @@ class MethodConformance:
         w = model.fc2.weight.detach()
         assert int((w == 0).sum()) <= int((dense_w == 0).sum()), "fc2 is not in target.layers but was pruned"
         assert torch.unique(w).numel() > 2**8, "fc2 is not in target.layers but was quantized"
+
+
+
+class HarnessRefusesLiars:
+    """Negative tests of the harness: every lying method is refused, with its message.
+
+    Subclass it in a test file; it runs each liar of
+    :data:`prunebench.testing_liars.LIARS` on the tiny task as the harness
+    would (guard, quantizer, verify) and expects a VerificationError whose
+    message matches the liar's ``expect``; an honest method (``honest``)
+    must pass the same path.
+    """
+
+    honest: ClassVar[tuple[str, ...]] = ("magnitude",)
+    rate: ClassVar[float] = 4.0
+    budget_epochs: ClassVar[float] = 1.0
+    layers: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "fc1")
+
+    def pytest_generate_tests(self, metafunc):
+        if "liar" in metafunc.fixturenames:
+            metafunc.parametrize("liar", list(LIARS), ids=list(LIARS))
+        if "honest_method" in metafunc.fixturenames:
+            metafunc.parametrize("honest_method", list(self.honest), ids=list(self.honest))
+
+    def _check(self, method: Method, name: str):
+        model, target, _, guarded = compress_tiny(
+            method, name=name, rate=self.rate, budget_epochs=self.budget_epochs, layers=self.layers
+        )
+        return verify(model, target, method=name, dense=tiny_dense()[1], trained=guarded.trained)
+
+    def test_liar_is_refused(self, liar):
+        import pytest
+
+        spec = LIARS[liar]
+        with pytest.raises(VerificationError, match=spec.expect):
+            self._check(spec.method(), liar)
+
+    def test_honest_method_passes(self, honest_method):
+        check = self._check(registry.methods.get(honest_method)(), honest_method)
+        assert check.achieved_rate >= self.rate

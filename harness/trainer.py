@@ -206,8 +206,12 @@ class Trainer:
         return FitReport(epochs=total_steps / per_epoch, steps=total_steps, epoch_losses=losses)
 
     def evaluate(self) -> dict:
-        """The task's metrics for the current model (does not spend budget)."""
-        return self.task.evaluate(self.model)
+        """The task's metrics for the current model (does not spend budget).
+
+        Runs without grad: the harness counts forward passes with grad as
+        training samples seen."""
+        with torch.no_grad():
+            return self.task.evaluate(self.model)
 
 
 def _progress(total: int, desc: str, enabled: bool):

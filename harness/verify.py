@@ -6,7 +6,15 @@ themselves; for a structured target only whole zero groups count as pruned
 (the shared definitions in :mod:`prunebench.projections`), and N:M and pattern
 layouts are checked group by group.  A quantized layer may hold at most
 ``Quantization.max_levels`` distinct values (binary: +-a plus the pruned
-zero), and a non-uniform scheme's values must lie on its level set.
+zero), and its values must lie on the scheme's level set (uniform: one step's
+multiples; pow2: one scale times powers of two; ternary / binary: one
+magnitude; levels: the given values).
+
+Any NaN or Inf in a parameter or buffer is refused, naming it.  Given the
+dense model's state (``dense=``), layers outside ``target.layers`` are
+checked too: a Conv2d / Linear weight there may not gain zeros, and a
+method that did not train (``trained=False``) may change nothing but the
+weights of its target layers.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from .projections import structure_violations, structured_nonzeros
 from .quant import max_values, off_level_set
 from .target import Target
 
-__all__ = ["VerificationError", "Verification", "verify"]
+__all__ = ["VerificationError", "Verification", "verify", "nonfinite", "unlisted_changes"]
 
 
 class VerificationError(AssertionError):
@@ -39,14 +47,78 @@ class Verification:
 
 
 @torch.no_grad()
+def nonfinite(model: nn.Module) -> list[str]:
+    """"NaN in conv1.weight", "Inf in bn.running_var": every parameter or buffer holding one."""
+    out = []
+    seen: set[int] = set()
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if id(t) in seen or not (t.is_floating_point() or t.is_complex()):
+            continue
+        seen.add(id(t))
+        if bool(torch.isnan(t).any()):
+            out.append(f"NaN in {name}")
+        if bool(torch.isinf(t).any()):
+            out.append(f"Inf in {name}")
+    return out
+
+
+@torch.no_grad()
+def unlisted_changes(
+    model: nn.Module, dense: Mapping[str, torch.Tensor], layers, *, trained: bool
+) -> list[str]:
+    """How ``model`` changed what a method may not touch, against the dense state.
+
+    Every Conv2d / Linear outside ``layers`` keeps the dense model's nonzeros
+    ("excluded layer fc3: 420 weights zeroed that were nonzero in the dense
+    model").  Without training (``trained=False``) every tensor of the state
+    but the target layers' weights must be bitwise the dense one: biases,
+    normalisation, excluded layers.  With training they may change, as
+    training changes them.
+    """
+    layers = set(layers)
+    problems: list[str] = []
+    for name, module in model.named_modules():
+        if name in layers or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        key = f"{name}.weight" if name else "weight"
+        if key not in dense:
+            continue
+        w, d = module.weight.detach(), dense[key].to(module.weight.device)
+        if w.shape != d.shape:
+            continue  # the clean-model check names reshaped tensors
+        zeroed = int(((d != 0) & (w == 0)).sum())
+        if zeroed:
+            problems.append(f"excluded layer {name}: {zeroed} weights zeroed that were nonzero in the dense model")
+    if not trained:
+        own = {f"{n}.weight" if n else "weight" for n in layers}
+        changed = [k for k, v in model.state_dict().items()
+                   if k not in own and k in dense
+                   and not (v.shape == dense[k].shape and torch.equal(v, dense[k].to(v.device, v.dtype)))]
+        if changed:
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            problems.append(
+                f"changed without training: {shown} (a method that does not train may change only "
+                f"the weights of target.layers)"
+            )
+    return problems
+
+
+@torch.no_grad()
 def verify(
-    model: nn.Module, target: Target, *, method: str = "the method", max_patterns: int | None = None
+    model: nn.Module, target: Target, *, method: str = "the method", max_patterns: int | None = None,
+    dense: Mapping[str, torch.Tensor] | None = None, trained: bool = True,
 ) -> Verification:
     """Raise VerificationError listing every way ``model`` misses ``target``.
 
     ``max_patterns`` caps distinct kernel patterns per layer for a pattern
-    target (default: 8 for 4-of-9, 13 for 5-of-9 patterns).
+    target (default: 8 for 4-of-9, 13 for 5-of-9 patterns).  ``dense`` (the
+    dense model's state_dict) adds the checks of :func:`unlisted_changes`
+    on the layers outside the target; ``trained`` says whether the method
+    trained (the harness counts it).
     """
+    bad = nonfinite(model)
+    if bad:
+        raise VerificationError(f"{method} left non-finite numbers in the model: " + "; ".join(bad))
     modules = dict(model.named_modules())
     weights = {n: modules[n].weight.detach() for n in target.layers}
     sizes = {n: w.numel() for n, w in weights.items()}
@@ -83,6 +155,9 @@ def verify(
                     f"sparsity: layer {name} target {s:.4g} allows {allowed} nonzeros; "
                     f"{method} left {structured[name]}"
                 )
+
+    if dense is not None:
+        problems += unlisted_changes(model, dense, target.layers, trained=trained)
 
     levels: dict[str, int] = {}
     quant = target.quantization

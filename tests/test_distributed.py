@@ -75,7 +75,7 @@ def test_a_suite_under_torchrun_writes_one_record_matching_one_process(pytester,
     import sys
     from pathlib import Path
 
-    from test_pytest_plugin import TINY, _records, _suite
+    from test_pytest_plugin import _records, _suite
 
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():

@@ -104,3 +104,46 @@ def test_magnitude_masks_global_and_uniform_budgets():
     kept = torch.cat([w[n][masks[n]].abs() for n in w])
     dropped = torch.cat([w[n][~masks[n]].abs() for n in w])
     assert kept.min() >= dropped.max()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_uniform_levels_must_be_evenly_spaced(bits):
+    torch.manual_seed(bits)
+    m = _model()
+    target = Target(layers=("3",), rate=1.0, quantization=Quantization(bits))
+    with torch.no_grad():
+        quantize_uniform_(m[3].weight.data, bits)
+    verify(m, target)  # the standard quantizer's levels pass
+    n = 2 ** (bits - 1) - 1
+    with torch.no_grad():  # geometric levels: as many as allowed, not one step's multiples
+        w = m[3].weight
+        codes = (w.abs() / w.abs().max() * n).round().clamp(1, n)
+        w.copy_(torch.sign(w) * 1.5 ** codes)
+    if n > 1:
+        with pytest.raises(VerificationError, match="not multiples of one step"):
+            verify(m, target)
+
+
+def test_nan_and_inf_are_refused_by_name():
+    m = _model()
+    with torch.no_grad():
+        m[0].weight[0, 0, 0, 0] = float("nan")
+        m[3].bias[1] = float("-inf")
+    with pytest.raises(VerificationError, match=r"NaN in 0\.weight; Inf in 3\.bias"):
+        verify(m, Target(layers=("0",), rate=1.0))
+
+
+def test_layers_outside_the_target_keep_their_nonzeros_and_without_training_everything():
+    dense = {k: v.clone() for k, v in _model().state_dict().items()}
+    m = _model()
+    target = Target(layers=("0",), rate=1.0)
+    verify(m, target, dense=dense, trained=False)
+    with torch.no_grad():
+        m[0].bias.add_(1e-3)  # a target layer's bias: only training may change it
+    with pytest.raises(VerificationError, match=r"changed without training: 0\.bias"):
+        verify(m, target, dense=dense, trained=False)
+    verify(m, target, dense=dense, trained=True)
+    with torch.no_grad():
+        m[3].weight[:2] = 0  # layer 3 is not in the target
+    with pytest.raises(VerificationError, match="excluded layer 3: 576 weights zeroed that were nonzero"):
+        verify(m, target, dense=dense, trained=True)
