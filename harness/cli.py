@@ -55,9 +55,16 @@ def _cmd_validate(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from .leaderboard import write_leaderboards
 
-    written = write_leaderboards(Path(args.results), Path(args.out))
+    problems: list[str] = []
+    try:
+        written = write_leaderboards(Path(args.results), Path(args.out), prune=args.prune, problems=problems)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if args.print:
         for path in written:
             if path.suffix == ".md" and path.name != "README.md":
@@ -136,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="results store directory (default: results)")
     p.add_argument("--out", default="leaderboards", help="output directory (default: leaderboards)")
     p.add_argument("--print", action="store_true", help="also print the suite pages")
+    p.add_argument("--prune", action="store_true",
+                   help="remove generated pages this store no longer produces (default: keep them)")
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser("compare", help="a results store's leaderboard cells beside the committed ones")

@@ -708,13 +708,22 @@ def _index(entries: Sequence[tuple[str, bool, str, Sequence[Mapping]]], total: S
     return "\n".join(lines) + "\n"
 
 
-def render(records: Iterable[Mapping[str, Any]]) -> dict[str, str | bytes]:
+def render(records: Iterable[Mapping[str, Any]], problems: list[str] | None = None) -> dict[str, str | bytes]:
     """File name -> content: markdown pages as str, Pareto plots as PNG bytes.
 
-    ``records``: RunRecords or stored dicts (older schemas are migrated)."""
-    records = [_stored_form(r) for r in records]
-    by_page: dict[tuple[str, bool], list[Mapping]] = defaultdict(list)
+    ``records``: RunRecords or stored dicts (older schemas are migrated).  A
+    record that cannot be read, or a suite whose page cannot be made (a name
+    that collides, a value no table can hold), is left out and described in
+    ``problems`` when a list is given; the other suites' pages are made."""
+    report = problems if problems is not None else []
+    plain = []
     for rec in records:
+        try:
+            plain.append(_stored_form(rec))
+        except Exception as err:  # noqa: BLE001 - one bad record must not stop the board
+            report.append(f"record skipped ({type(err).__name__}: {err})")
+    by_page: dict[tuple[str, bool], list[Mapping]] = defaultdict(list)
+    for rec in plain:
         by_page[(str(rec.get("suite") or "unknown"), bool(rec.get("smoke")))].append(rec)
     out: dict[str, str | bytes] = {}
     entries = []
@@ -722,13 +731,18 @@ def render(records: Iterable[Mapping[str, Any]]) -> dict[str, str | bytes]:
         base = sanitize_name(suite) + ("-smoke" if smoke else "")
         page = f"{base}.md"
         if page in out or page == INDEX:
-            raise ValueError(f"suite {suite!r}: page name {page!r} collides with another suite's")
-        text, png = _page(suite, by_page[(suite, smoke)], smoke, base)
+            report.append(f"suite {suite!r} skipped: its page name {page!r} collides with another page")
+            continue
+        try:
+            text, png = _page(suite, by_page[(suite, smoke)], smoke, base)
+        except Exception as err:  # noqa: BLE001 - one bad suite must not stop the others
+            report.append(f"suite {suite!r} skipped: {type(err).__name__}: {err}")
+            continue
         out[page] = text
         if png is not None:
             out[f"{base}-pareto.png"] = png
         entries.append((suite, smoke, page, by_page[(suite, smoke)]))
-    out[INDEX] = _index(entries, records)
+    out[INDEX] = _index(entries, [r for e in entries for r in e[3]])
     return dict(sorted(out.items()))
 
 
@@ -766,16 +780,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_leaderboards(store_root: str | Path, out_dir: str | Path) -> list[Path]:
+def write_leaderboards(store_root: str | Path, out_dir: str | Path, *, prune: bool = False,
+                       problems: list[str] | None = None) -> list[Path]:
     """Render the store into ``out_dir``; return the generated files.
 
-    Files are replaced atomically (unchanged ones are left untouched), and
-    generated files no longer produced are removed: ``*-pareto.png`` and
-    ``*.md`` pages whose first line is :data:`GENERATED_MARKER` (hand-written
-    markdown in ``out_dir`` is kept).
+    Files are replaced atomically (unchanged ones are left untouched).  A
+    missing store is an error that writes and deletes nothing.  Generated
+    files this run did not produce (``*-pareto.png`` and ``*.md`` pages whose
+    first line is :data:`GENERATED_MARKER`) are removed only with ``prune``;
+    hand-written markdown is never touched.  Records and suites that could
+    not be rendered are described in ``problems``.
     """
     out_dir = Path(out_dir)
-    outputs = render(ResultStore(store_root).records())
+    if not Path(store_root).is_dir():
+        raise FileNotFoundError(f"results store {store_root} does not exist; nothing was written or deleted")
+    outputs = render(ResultStore(store_root).records(), problems)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in outputs.items():
@@ -784,9 +803,10 @@ def write_leaderboards(store_root: str | Path, out_dir: str | Path) -> list[Path
         if not (path.is_file() and path.read_bytes() == data):
             _write_atomic(path, data)
         written.append(path)
-    for path in sorted(out_dir.iterdir()):
-        if path.is_file() and path.name not in outputs and _is_generated(path):
-            path.unlink()
+    if prune:
+        for path in sorted(out_dir.iterdir()):
+            if path.is_file() and path.name not in outputs and _is_generated(path):
+                path.unlink()
     return written
 
 

@@ -241,6 +241,9 @@ def test_write_leaderboards_writes_and_removes_stale(tmp_path):
     (out_dir / "old-suite-pareto.png").write_bytes(b"\x89PNG")
     (out_dir / "NOTES.md").write_text("# hand-written\n")
     assert write_leaderboards(store.root, out_dir) == paths
+    # kept unless asked: a run removes no page it did not regenerate
+    assert (out_dir / "old-suite.md").exists() and (out_dir / "old-suite-pareto.png").exists()
+    assert write_leaderboards(store.root, out_dir, prune=True) == paths
     assert not (out_dir / "old-suite.md").exists() and not (out_dir / "old-suite-pareto.png").exists()
     assert (out_dir / "NOTES.md").exists()
     assert {p.name: p.read_bytes() for p in paths if p.suffix == ".md"} == md
@@ -251,7 +254,7 @@ def test_write_leaderboards_writes_and_removes_stale(tmp_path):
     for rec in synthetic_store():
         if rec["suite"] == SUITE:
             store2.append(rec)
-    write_leaderboards(store2.root, out_dir)
+    write_leaderboards(store2.root, out_dir, prune=True)
     assert not (out_dir / "vgg16-cifar10.md").exists() and not (out_dir / "vgg16-cifar10-pareto.png").exists()
     assert (out_dir / f"{SUITE}.md").read_bytes() == md[f"{SUITE}.md"]
 
@@ -282,3 +285,29 @@ def test_structure_section_absent_without_both_kinds():
 def test_level_set_is_labelled_by_its_size():
     rec = make_record(quant={"bits": 4, "scheme": "levels", "levels": [-0.1, -0.05, 0.05, 0.1]})
     assert "16× + 4-level set" in render([rec])[f"{SUITE}.md"]
+
+
+def test_a_missing_store_is_an_error_that_deletes_nothing(tmp_path, capsys):
+    from prunebench.cli import main
+
+    out_dir = tmp_path / "boards"
+    out_dir.mkdir()
+    (out_dir / "s.md").write_text(GENERATED_MARKER + "\n# s\n")
+    with pytest.raises(FileNotFoundError, match="nothing was written or deleted"):
+        write_leaderboards(tmp_path / "resluts", out_dir, prune=True)
+    assert main(["leaderboard", "--results", str(tmp_path / "resluts"), "--out", str(out_dir), "--prune"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert [p.name for p in out_dir.iterdir()] == ["s.md"]
+
+
+def test_one_bad_record_or_suite_is_reported_and_the_rest_rendered():
+    recs = synthetic_store()
+    recs.append("not a record")  # cannot be read at all
+    recs.append(make_record(suite="README", seed=0, top1=50.0))  # its page would be the index
+    recs.append(make_record(suite="overflow", seed=0, top1=1e308, dense=1e308))
+    problems = []
+    out = render(recs, problems)
+    assert f"{SUITE}.md" in out and "vgg16-cifar10.md" in out and "README.md" in out
+    assert any(p.startswith("record skipped") for p in problems)
+    assert any("suite 'README' skipped: its page name 'README.md' collides" in p for p in problems)
+    assert "# README" not in out["README.md"]
