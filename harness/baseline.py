@@ -70,6 +70,70 @@ def dense_key(task_name: str, task: Task, dense, seed: int) -> str:
     return baseline_key(task_name, task, dense_plain, 0 if dense.checkpoint else seed)
 
 
+#: how long a run waits for another process training the same dense model
+LOCK_TIMEOUT_S = float(os.environ.get("PRUNEBENCH_LOCK_TIMEOUT_S", 6 * 3600))
+LOCK_NOTICE_S = 60.0
+
+
+@contextlib.contextmanager
+def _held_lock(path: Path):
+    """The dense model's lock, naming its holder: a waiter says every minute
+    who holds it (pid, host, since when) and gives up after LOCK_TIMEOUT_S
+    with that name, instead of waiting silently forever (e.g. on a stopped
+    process)."""
+    import socket
+    import warnings
+    from datetime import datetime, timezone
+
+    from filelock import Timeout
+
+    lock = FileLock(str(path))
+    holder = path.with_name(path.name + ".holder")
+    waited = 0.0
+    while True:
+        try:
+            lock.acquire(timeout=min(LOCK_NOTICE_S, max(LOCK_TIMEOUT_S - waited, 0.01)))
+            break
+        except Timeout:
+            waited += LOCK_NOTICE_S
+            who = holder.read_text().strip() if holder.is_file() else "unknown holder"
+            if waited >= LOCK_TIMEOUT_S:
+                raise TimeoutError(
+                    f"dense model lock {path} still held after {waited:.0f} s by {who}; if that process is "
+                    f"gone or stopped, end it (or delete {path}) and run again"
+                ) from None
+            warnings.warn(f"waiting for the dense model lock {path}, held by {who} ({waited:.0f} s so far)",
+                          stacklevel=3)
+    try:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _load_cached(weights: Path, meta: Path):
+    """The cached state and its metadata, or None when the entry is damaged:
+    then both files are moved aside (named in a warning) and the model is
+    trained again."""
+    import warnings
+
+    try:
+        info = json.loads(meta.read_text())
+        if not isinstance(info, dict) or "metrics" not in info:
+            raise ValueError("metadata without metrics")
+        return load_state_dict(weights), info
+    except Exception as err:  # noqa: BLE001 - any damage means: rebuild
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in (weights, meta):
+            if path.exists():
+                path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
+        warnings.warn(f"dense cache entry {weights} is damaged ({type(err).__name__}: {err}); "
+                      f"moved aside as *.corrupt-{stamp} and training it again", stacklevel=3)
+        return None
+
+
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -99,11 +163,13 @@ def dense_baseline(
     weights, meta = root / f"{key}.safetensors", root / f"{key}.json"
     # under torchrun the ranks train together (collectives inside), so none may
     # wait on a lock another holds: rank 0 decides, all follow, rank 0 writes
-    lock = FileLock(str(root / f"{key}.lock")) if not distributed.active() else contextlib.nullcontext()
+    lock = _held_lock(root / f"{key}.lock") if not distributed.active() else contextlib.nullcontext()
     with lock:
         if distributed.broadcast_object(weights.is_file() and meta.is_file()):
-            info = json.loads(meta.read_text())
-            return DenseBaseline(key, load_state_dict(weights), info["metrics"], "cache", info.get("train_time_s"))
+            cached = _load_cached(weights, meta)
+            if cached is not None:
+                state, info = cached
+                return DenseBaseline(key, state, info["metrics"], "cache", info.get("train_time_s"))
         _seed_all(seed)
         model = task.build_model()
         trainer = Trainer(task, model, optimizer=dense.optimizer, seed=seed, progress=progress, desc="dense")

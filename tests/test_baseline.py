@@ -31,3 +31,50 @@ def test_checkpoint_is_loaded_not_trained(synthetic_task, tmp_path):
     assert got.source == "checkpoint"
     assert all((got.state[k] == v).all() for k, v in model.state_dict().items())
     assert not (tmp_path / "dense").exists()
+
+
+def test_a_damaged_cache_entry_is_named_moved_aside_and_rebuilt(synthetic_task, tmp_path):
+    import pytest
+
+    spec = DenseSpec(epochs=1, optimizer=OptimizerConfig(lr=0.05))
+    first = dense_baseline("classification", synthetic_task, spec, 0, cache_dir=tmp_path, progress=False)
+    weights = tmp_path / "dense" / f"{first.key}.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match=rf"dense cache entry .*{first.key}\.safetensors is damaged"):
+        again = dense_baseline("classification", synthetic_task, spec, 0, cache_dir=tmp_path, progress=False)
+    assert again.source == "trained" and again.metrics == first.metrics
+    assert len(list((tmp_path / "dense").glob("*.corrupt-*"))) == 2  # weights and metadata kept for a look
+    assert dense_baseline("classification", synthetic_task, spec, 0, cache_dir=tmp_path, progress=False).source == "cache"
+
+
+def test_a_held_lock_times_out_naming_its_holder(synthetic_task, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from prunebench import baseline
+    from prunebench.baseline import baseline_key
+    from prunebench.config import to_plain
+
+    monkeypatch.setattr(baseline, "LOCK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(baseline, "LOCK_NOTICE_S", 0.5)
+    spec = DenseSpec(epochs=1)
+    key = baseline_key("classification", synthetic_task, to_plain(spec), 0)
+    lock = tmp_path / "dense" / f"{key}.lock"
+    lock.parent.mkdir(parents=True)
+    (lock.parent / f"{key}.lock.holder").write_text("pid 4242 on elsewhere since 2026-12-04T00:00:00Z\n")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire();"
+        "print('held', flush=True); time.sleep(60)"), str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.warns(UserWarning, match="held by pid 4242"):
+            with pytest.raises(TimeoutError, match=r"still held after .* by pid 4242 on elsewhere"):
+                dense_baseline("classification", synthetic_task, spec, 0, cache_dir=tmp_path, progress=False)
+        assert time.monotonic() - start < 30
+    finally:
+        holder.kill()
+        holder.wait()
