@@ -41,7 +41,10 @@ def test_offline_run_files_hold_no_machine_path_or_host_name(tmp_path, monkeypat
     tracker.close()
     files = [p for p in (tmp_path / "out" / "wandb").rglob("*") if p.is_file()]
     assert files
-    machine = [str(tmp_path).encode(), sys.prefix.encode(), sys.executable.encode(), socket.gethostname().encode()]
+    machine = [str(tmp_path).encode(), sys.prefix.encode(), sys.executable.encode()]
+    # a short host name ("vm") turns up by chance in the binary run file: check it as a whole field
+    host = socket.gethostname().encode()
+    machine += [host] if len(host) >= 6 else [b'"' + host + b'"', b"host: " + host, b"\n" + host + b"\n"]
     for p in files:
         data = p.read_bytes()
         for needle in machine:
