@@ -23,14 +23,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .results import ResultStore, sanitize_name
+from .results import ResultStore, sanitize_name, write_atomic
 
 __all__ = [
     "Stat",
@@ -766,20 +764,6 @@ def _is_generated(path: Path) -> bool:
         return False
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_leaderboards(store_root: str | Path, out_dir: str | Path, *, prune: bool = False,
                        problems: list[str] | None = None) -> list[Path]:
     """Render the store into ``out_dir``; return the generated files.
@@ -801,7 +785,7 @@ def write_leaderboards(store_root: str | Path, out_dir: str | Path, *, prune: bo
         path = out_dir / name
         data = content.encode("utf-8") if isinstance(content, str) else content
         if not (path.is_file() and path.read_bytes() == data):
-            _write_atomic(path, data)
+            write_atomic(path, data)
         written.append(path)
     if prune:
         for path in sorted(out_dir.iterdir()):

@@ -42,6 +42,7 @@ __all__ = [
     "dumps_record",
     "sanitize_name",
     "portable_text",
+    "write_atomic",
     "environment_info",
     "git_commit",
     "git_dirty",
@@ -165,7 +166,7 @@ class ResultStore:
             raise ValueError(f"a result record needs a non-empty 'suite' string, got {suite!r}")
         path = self.path_for(suite, record["point_key"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, (dumps_record(record) + "\n").encode("utf-8"))
+        write_atomic(path, (dumps_record(record) + "\n").encode("utf-8"))
         return path
 
     #: the name older code used; a store no longer appends
@@ -253,7 +254,9 @@ def _key(rec: Mapping) -> str:
     return migrate(dict(rec))["point_key"]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once: a temporary file in the same
+    folder, fsync, rename, fsync of the folder (a reader never sees half)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
