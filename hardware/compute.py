@@ -47,10 +47,11 @@ import math
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping, get_args
 
 import numpy as np
 
+from prunebench.config import ConfigError, PositiveFloat, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio, sum_layers
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 __all__ = ["ComputeModel", "load_break_even", "KINDS"]
 
 #: Layer kinds a sparse cost can be given for (``LayerRecord.kind``).
-KINDS = ("conv", "linear")
+Kind = Literal["conv", "linear"]
+KINDS = get_args(Kind)
 _TOTALS = ("dense_macs", "remaining_macs", "compact_macs")
 _METADATA = ("device", "runtime")
 
@@ -71,15 +73,6 @@ def _positive_number(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive finite number, got {value!r}")
     return float(value)
-
-
-def _check_costs(costs: Mapping, where: str) -> dict[str, float]:
-    out = {}
-    for kind, cost in costs.items():
-        if kind not in KINDS:
-            raise ValueError(f"{where}: unknown layer kind {kind!r} (expected one of {', '.join(KINDS)})")
-        out[kind] = _positive_number(cost, f"{where}: {kind} sparse_cost_per_nonzero")
-    return out
 
 
 def _read_break_even(path: str | Path) -> tuple[dict[str, float], dict[str, str]]:
@@ -157,21 +150,23 @@ class ComputeModel(HardwareModel):
     """
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Validated):
         #: dense MACs one sparse MAC costs, per layer kind; None: read break_even_file
-        sparse_cost_per_nonzero: Mapping[str, float] | None = None
+        sparse_cost_per_nonzero: Mapping[Kind, PositiveFloat] | None = None
         #: JSON written by the latency plugin (see load_break_even); read at scoring time
         break_even_file: str | None = None
 
         def __post_init__(self):
-            if self.sparse_cost_per_nonzero is not None and self.break_even_file is not None:
-                raise ValueError("give sparse_cost_per_nonzero or break_even_file, not both")
-            if self.sparse_cost_per_nonzero is not None:
-                if not isinstance(self.sparse_cost_per_nonzero, Mapping):
-                    raise ValueError("sparse_cost_per_nonzero must be a mapping of layer kind to cost")
-                costs = _check_costs(self.sparse_cost_per_nonzero, "sparse_cost_per_nonzero")
+            super().__post_init__()
+            costs = self.sparse_cost_per_nonzero
+            if costs is not None and self.break_even_file is not None:
+                raise ConfigError(
+                    "break_even_file", f"expected null when sparse_cost_per_nonzero is given, got {self.break_even_file!r}"
+                )
+            if costs is not None:
                 # read-only, so the frozen config stays immutable
-                object.__setattr__(self, "sparse_cost_per_nonzero", types.MappingProxyType(costs))
+                frozen = types.MappingProxyType({kind: float(c) for kind, c in costs.items()})
+                object.__setattr__(self, "sparse_cost_per_nonzero", frozen)
 
     version = "2"
 

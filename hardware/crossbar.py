@@ -61,12 +61,13 @@ device non-idealities, and tile placement across chips.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from prunebench.config import NonNegativeFloat, PositiveInt, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio, sum_layers
@@ -122,9 +123,6 @@ SHIFT_ADD_AREA_UM2 = 60.0
 READ_LATENCY_NS = 100.0
 
 UM2_PER_MM2 = 1e6
-_INT_FIELDS = frozenset(
-    {"rows", "cols", "bits_per_cell", "unquantized_bits", "baseline_bits", "input_bits", "dac_bits", "cols_per_adc", "adc_bits"}
-)
 
 
 # ------------------------------------------------------------------- mapping
@@ -217,45 +215,31 @@ class CrossbarModel(HardwareModel):
     """
 
     @dataclass(frozen=True)
-    class Config:
-        rows: int = XBAR_ROWS
-        cols: int = XBAR_COLS
-        bits_per_cell: int = BITS_PER_CELL
+    class Config(Validated):
+        rows: PositiveInt = XBAR_ROWS
+        cols: PositiveInt = XBAR_COLS
+        bits_per_cell: PositiveInt = BITS_PER_CELL
         #: bits of a layer stored as fp32 (weight_bits None)
-        unquantized_bits: int = UNQUANTIZED_BITS
+        unquantized_bits: PositiveInt = UNQUANTIZED_BITS
         #: two arrays (positive, negative) per signed weight
         differential: bool = True
         #: weight bits of the dense baseline; None: each layer's own bits
-        baseline_bits: int | None = None
-        input_bits: int = INPUT_BITS
-        dac_bits: int = DAC_BITS
-        cols_per_adc: int = COLS_PER_ADC
-        adc_bits: int = ADC_BITS
-        adc_power_mw: float = ADC_POWER_MW
-        adc_area_um2: float = ADC_AREA_UM2
-        dac_power_mw: float = DAC_POWER_MW
-        dac_area_um2: float = DAC_AREA_UM2
-        cell_area_um2: float = CELL_AREA_UM2
-        cell_read_power_nw: float = CELL_READ_POWER_NW
-        sample_hold_power_nw: float = SAMPLE_HOLD_POWER_NW
-        sample_hold_area_um2: float = SAMPLE_HOLD_AREA_UM2
-        shift_add_power_mw: float = SHIFT_ADD_POWER_MW
-        shift_add_area_um2: float = SHIFT_ADD_AREA_UM2
-        read_latency_ns: float = READ_LATENCY_NS
-
-        def __post_init__(self):
-            for f in fields(self):
-                v = getattr(self, f.name)
-                if f.name == "differential":
-                    if not isinstance(v, bool):
-                        raise ValueError(f"differential must be true or false, got {v!r}")
-                elif f.name in _INT_FIELDS:
-                    if v is None and f.name == "baseline_bits":
-                        continue
-                    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                        raise ValueError(f"{f.name} must be a positive integer, got {v!r}")
-                elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                    raise ValueError(f"{f.name} must be a non-negative number, got {v!r}")
+        baseline_bits: PositiveInt | None = None
+        input_bits: PositiveInt = INPUT_BITS
+        dac_bits: PositiveInt = DAC_BITS
+        cols_per_adc: PositiveInt = COLS_PER_ADC
+        adc_bits: PositiveInt = ADC_BITS
+        adc_power_mw: NonNegativeFloat = ADC_POWER_MW
+        adc_area_um2: NonNegativeFloat = ADC_AREA_UM2
+        dac_power_mw: NonNegativeFloat = DAC_POWER_MW
+        dac_area_um2: NonNegativeFloat = DAC_AREA_UM2
+        cell_area_um2: NonNegativeFloat = CELL_AREA_UM2
+        cell_read_power_nw: NonNegativeFloat = CELL_READ_POWER_NW
+        sample_hold_power_nw: NonNegativeFloat = SAMPLE_HOLD_POWER_NW
+        sample_hold_area_um2: NonNegativeFloat = SAMPLE_HOLD_AREA_UM2
+        shift_add_power_mw: NonNegativeFloat = SHIFT_ADD_POWER_MW
+        shift_add_area_um2: NonNegativeFloat = SHIFT_ADD_AREA_UM2
+        read_latency_ns: NonNegativeFloat = READ_LATENCY_NS
 
     version = "1"
 

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
 
+from prunebench.config import PositiveInt, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio, sum_layers
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FpgaPeModel", "pe_of_rows", "pe_work", "single_magnitude_rows"]
 
-ASSIGNMENTS = ("contiguous", "round_robin")
+Assignment = Literal["contiguous", "round_robin"]
+ASSIGNMENTS = get_args(Assignment)
 
 
 def pe_of_rows(n_rows: int, pes: int, assignment: str) -> torch.Tensor:
@@ -103,22 +105,12 @@ class FpgaPeModel(HardwareModel):
     """
 
     @dataclass(frozen=True)
-    class Config:
-        pes: int = 16
-        assignment: Literal["contiguous", "round_robin"] = "contiguous"
-        macs_per_cycle_per_pe: int = 1
+    class Config(Validated):
+        pes: PositiveInt = 16
+        assignment: Assignment = "contiguous"
+        macs_per_cycle_per_pe: PositiveInt = 1
         #: remove all-zero filters before dealing rows to PEs
         drop_empty_filters: bool = True
-
-        def __post_init__(self):
-            for name in ("pes", "macs_per_cycle_per_pe"):
-                v = getattr(self, name)
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            if self.assignment not in ASSIGNMENTS:
-                raise ValueError(f"assignment must be one of {', '.join(ASSIGNMENTS)}, got {self.assignment!r}")
-            if not isinstance(self.drop_empty_filters, bool):
-                raise ValueError(f"drop_empty_filters must be true or false, got {self.drop_empty_filters!r}")
 
     version = "1"
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.config import NonNegativeInt, PositiveInt, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio
@@ -51,17 +52,11 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class LatencyConfig:
-    repeats: int = 20
-    warmup: int = 10
+class LatencyConfig(Validated):
+    repeats: PositiveInt = 20
+    warmup: NonNegativeInt = 10
     #: torch threads while timing; None keeps the current setting
-    threads: int | None = None
-
-    def __post_init__(self):
-        if self.repeats < 1 or self.warmup < 0:
-            raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats!r}, {self.warmup!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads!r}")
+    threads: PositiveInt | None = None
 
 
 def runtime_name(device: torch.device) -> dict[str, str]:

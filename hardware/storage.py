@@ -51,11 +51,12 @@ size), alignment and padding of real file formats, entropy coding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 
+from prunebench.config import Between, PositiveInt, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio, sum_layers
@@ -328,18 +329,11 @@ class StorageModel(HardwareModel):
     """
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Validated):
         #: bits per weight of a layer whose ``weight_bits`` is None (unquantized)
-        dense_bits: int = 32
+        dense_bits: PositiveInt = 32
         #: relative-index gap width b; None: per layer the cheapest b in 1..16
-        relative_index_bits: int | None = None
-
-        def __post_init__(self):
-            if not isinstance(self.dense_bits, int) or isinstance(self.dense_bits, bool) or self.dense_bits < 1:
-                raise ValueError(f"dense_bits must be a positive integer, got {self.dense_bits!r}")
-            b = self.relative_index_bits
-            if b is not None and (not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 32):
-                raise ValueError(f"relative_index_bits must be an integer in 1..32 or null, got {b!r}")
+        relative_index_bits: Annotated[int, Between(1, 32)] | None = None
 
     version = "2"
 

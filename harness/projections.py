@@ -53,13 +53,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Sequence, get_args
 
 import torch
 
 from .target import Structure
 
 __all__ = [
+    "Allocation",
+    "ALLOCATIONS",
     "GROUPED_KINDS",
     "PATTERNS_SLR_5OF9",
     "PATTERN_LIMITS",
@@ -77,6 +79,16 @@ __all__ = [
     "nm_slots",
     "structure_violations",
 ]
+
+#: how a keep budget is shared between layers (a method config's ``allocation`` field)
+Allocation = Literal["global", "uniform"]
+ALLOCATIONS = get_args(Allocation)
+
+
+def _check_allocation(allocation: str) -> None:
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation: expected one of {', '.join(map(repr, ALLOCATIONS))}, got {allocation!r}")
+
 
 GROUPED_KINDS = ("unstructured", "filter", "channel", "column", "kernel")
 
@@ -147,8 +159,7 @@ def magnitude_masks(
     in every layer (at least one group per layer, so a layer is never cut off
     entirely; :func:`project_masks` is the exact projection without that floor).
     """
-    if allocation not in ("global", "uniform"):
-        raise ValueError(f"allocation must be 'global' or 'uniform', got {allocation!r}")
+    _check_allocation(allocation)
     names = list(weights)
     total = sum(w.numel() for w in weights.values())
     group_size = {n: group_view(weights[n], kind).shape[1] for n in names}
@@ -410,8 +421,7 @@ def project_masks(
     than ``keep`` weights.
     """
     st = as_structure(structure)
-    if allocation not in ("global", "uniform"):
-        raise ValueError(f"allocation must be 'global' or 'uniform', got {allocation!r}")
+    _check_allocation(allocation)
     keep = int(keep)
     if keep < 0:
         raise ValueError(f"keep must be >= 0, got {keep}")

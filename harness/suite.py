@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import yaml
 
 from . import registry
-from .config import ConfigError, parse, to_plain
+from .config import (
+    Between,
+    ConfigError,
+    Ge,
+    MinLen,
+    NonNegativeFloat,
+    Validated,
+    parse,
+    to_plain,
+)
 from .registry import PluginError
-from .target import Quantization, Structure
+from .target import Quantization, StructureName
 from .trainer import OptimizerConfig
 
 __all__ = [
@@ -49,15 +57,11 @@ class DenseSpec:
 
 
 @dataclass(frozen=True)
-class BudgetSpec:
+class BudgetSpec(Validated):
     """Training a method may spend per run (epochs of the task's train split)."""
 
-    epochs: float = 1.0
+    epochs: NonNegativeFloat = 1.0
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.005, schedule="cosine")
-
-    def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"budget.epochs must be >= 0, got {self.epochs!r}")
 
 
 @dataclass(frozen=True)
@@ -78,73 +82,51 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
-class CompressionExpect:
+class CompressionExpect(Validated):
     max_accuracy_drop: float | None = None
     min_accuracy: float | None = None
     #: methods the expectation applies to (default: all; random pruning is a control, not a contender)
     methods: tuple[str, ...] | None = None
     #: structures it applies to (default: all the protocol runs)
-    structures: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        for s in self.structures or ():
-            Structure.parse(s)
+    structures: tuple[StructureName, ...] | None = None
 
 
 @dataclass(frozen=True)
-class EqualCompression:
-    structure: tuple[str, ...]
-    rates: tuple[float, ...]
+class EqualCompression(Validated):
+    structure: tuple[StructureName, ...]
+    rates: tuple[Annotated[float, Ge(1)], ...]
     expect: CompressionExpect = CompressionExpect()
 
-    def __post_init__(self):
-        for s in self.structure:
-            Structure.parse(s)
-        for r in self.rates:
-            if not (math.isfinite(r) and r >= 1):
-                raise ValueError(f"rates must be >= 1, got {r!r}")
-
 
 @dataclass(frozen=True)
-class Search:
-    lo: float = 2.0
+class Search(Validated):
+    lo: Annotated[float, Ge(1)] = 2.0
     hi: float = 512.0
     #: bisection steps after the bracket checks; the rate is found within (hi/lo)^(1/2^steps)
-    steps: int = 6
+    steps: Annotated[int, Between(0, 20)] = 6
 
     def __post_init__(self):
-        if not 1 <= self.lo < self.hi:
-            raise ValueError(f"search needs 1 <= lo < hi, got lo={self.lo!r}, hi={self.hi!r}")
-        if not 0 <= self.steps <= 20:
-            raise ValueError(f"search.steps must be in 0..20, got {self.steps!r}")
+        super().__post_init__()
+        if not self.lo < self.hi:
+            raise ConfigError("hi", f"expected a number > lo ({self.lo:g}), got {self.hi!r}")
 
 
 @dataclass(frozen=True)
-class AccuracyExpect:
+class AccuracyExpect(Validated):
     min_rate: float | None = None
     #: methods the expectation applies to (default: all)
     methods: tuple[str, ...] | None = None
     #: structures it applies to (default: all the protocol runs)
-    structures: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        for s in self.structures or ():
-            Structure.parse(s)
+    structures: tuple[StructureName, ...] | None = None
 
 
 @dataclass(frozen=True)
-class EqualAccuracy:
-    structure: tuple[str, ...]
+class EqualAccuracy(Validated):
+    structure: tuple[StructureName, ...]
     #: most accuracy points (percent) a compressed model may lose against the dense one
-    tolerance: float
+    tolerance: NonNegativeFloat
     search: Search = Search()
     expect: AccuracyExpect = AccuracyExpect()
-
-    def __post_init__(self):
-        for s in self.structure:
-            Structure.parse(s)
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {self.tolerance!r}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +145,7 @@ class Suite:
     description: str = ""
     dense: DenseSpec = DenseSpec()
     budget: BudgetSpec = BudgetSpec()
-    seeds: tuple[int, ...] = (0,)
+    seeds: Annotated[tuple[int, ...], MinLen(1)] = (0,)
     quantization: Quantization | None = None
     layers: LayerSpec = LayerSpec()
     hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"storage": {}, "compute": {}})
@@ -262,8 +244,6 @@ def _parse_suite(data: Any, file: str) -> Suite:
     suite = parse(Suite, data)
     if suite.protocols.equal_compression is None and suite.protocols.equal_accuracy is None:
         raise ConfigError("protocols", "expected at least one of equal_compression, equal_accuracy")
-    if not suite.seeds:
-        raise ConfigError("seeds", "expected a non-empty list of integers")
     if suite.quantization is not None and suite.quantization.scheme != "uniform":
         # the standard quantizer, applied to prune-only methods, is uniform
         pass

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Annotated, Literal, Mapping, get_args
 
-__all__ = ["Structure", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES"]
+from .config import Between, ConfigError, Ge, Lt, MinLen, Satisfies, Validated, describe_value
+
+__all__ = ["Structure", "StructureName", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES"]
 
 # Structure kinds the harness can verify.  Parametrised kinds carry their
 # argument after a colon: block:RxC, pe:N, n:m written as "2:4".
 STRUCTURE_KINDS = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
-QUANT_SCHEMES = ("uniform", "pow2", "ternary", "binary", "levels")
+QuantScheme = Literal["uniform", "pow2", "ternary", "binary", "levels"]
+QUANT_SCHEMES = get_args(QuantScheme)
 
 _BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
 _PE = re.compile(r"^pe:(\d+)$")
@@ -67,8 +70,16 @@ class Structure:
         return self.kind != "unstructured"
 
 
+#: a config field holding a structure's suite spelling (checked with Structure.parse)
+StructureName = Annotated[str, Satisfies(
+    Structure.parse,
+    "a structure (unstructured, filter, channel, column, kernel, pattern, block:RxC, pe:N or N:M with 0 < N <= M)",
+    "structures (unstructured, filter, channel, column, kernel, pattern, block:RxC, pe:N or N:M with 0 < N <= M)",
+)]
+
+
 @dataclass(frozen=True)
-class Quantization:
+class Quantization(Validated):
     """Weight quantization: ``bits`` per stored weight and the level scheme.
 
     Zero is always reserved for pruned weights, so a ``uniform`` k-bit layer has
@@ -76,17 +87,16 @@ class Quantization:
     ``levels`` lists an explicit level set (e.g. memristor conductances).
     """
 
-    bits: int
-    scheme: str = "uniform"
+    bits: Annotated[int, Between(1, 32)]
+    scheme: QuantScheme = "uniform"
     levels: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        if self.scheme not in QUANT_SCHEMES:
-            raise ValueError(f"quantization scheme must be one of {', '.join(QUANT_SCHEMES)}, got {self.scheme!r}")
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
-            raise ValueError(f"quantization bits must be an integer in 1..32, got {self.bits!r}")
+        super().__post_init__()
         if self.scheme == "levels" and not self.levels:
-            raise ValueError("quantization scheme 'levels' needs a non-empty 'levels' list")
+            raise ConfigError(
+                "levels", f"expected a non-empty list of numbers for scheme 'levels', got {describe_value(self.levels)}"
+            )
 
     @property
     def max_levels(self) -> int:
@@ -99,7 +109,7 @@ class Quantization:
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(Validated):
     """The compression a method must reach on the suite's compressible layers.
 
     ``rate`` is the compression rate over those layers, total weights divided
@@ -109,25 +119,22 @@ class Target:
     quantizer runs after it, when the suite asks for one).
     """
 
-    layers: tuple[str, ...]
+    layers: Annotated[tuple[str, ...], MinLen(1)]
     structure: Structure = field(default_factory=lambda: Structure("unstructured"))
-    rate: float | None = None
-    layer_sparsity: Mapping[str, float] | None = None
+    rate: Annotated[float, Ge(1)] | None = None
+    layer_sparsity: Mapping[str, Annotated[float, Ge(0), Lt(1)]] | None = None
     quantization: Quantization | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if (self.rate is None) == (self.layer_sparsity is None):
-            raise ValueError("a Target needs exactly one of rate and layer_sparsity")
-        if self.rate is not None and not (math.isfinite(self.rate) and self.rate >= 1.0):
-            raise ValueError(f"rate must be a finite number >= 1, got {self.rate!r}")
-        if self.layer_sparsity is not None:
-            for name, s in self.layer_sparsity.items():
-                if name not in self.layers:
-                    raise ValueError(f"layer_sparsity names {name!r}, which is not a compressible layer")
-                if not 0.0 <= s < 1.0:
-                    raise ValueError(f"layer_sparsity[{name!r}] must be in [0, 1), got {s!r}")
-        if not self.layers:
-            raise ValueError("a Target needs at least one compressible layer")
+            raise ValueError(
+                f"expected exactly one of rate and layer_sparsity, got rate={describe_value(self.rate)}, "
+                f"layer_sparsity={describe_value(self.layer_sparsity)}"
+            )
+        for name in self.layer_sparsity or ():
+            if name not in self.layers:
+                raise ConfigError(f"layer_sparsity.{name}", f"expected a layer named in layers, got {name!r}")
 
     @property
     def sparsity(self) -> float | None:

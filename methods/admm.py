@@ -30,11 +30,13 @@ public :mod:`prunebench.recipes`, for other methods to build on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from prunebench import KeepMasked, Method
-from prunebench.projections import project_masks
+from prunebench.config import Gt, Le, NonNegativeFloat, PositiveFloat, PositiveInt, Validated
+from prunebench.projections import Allocation, project_masks
 from prunebench.recipes import (
     ADMMPenalty,
     hard_prune_and_retrain,
@@ -51,42 +53,32 @@ __all__ = ["ADMM", "ADMMConfig", "MemristorADMM", "MemristorConfig"]
 
 
 @dataclass(frozen=True)
-class ADMMConfig:
+class ADMMConfig(Validated):
     prune: bool = True
     quantize: bool = True
     #: initial penalty and its growth per stage (1.0 = fixed rho, as in the Caffe code)
-    rho: float = 1e-2
-    rho_multiplier: float = 10.0
-    stages: int = 3
+    rho: PositiveFloat = 1e-2
+    rho_multiplier: PositiveFloat = 10.0
+    stages: PositiveInt = 3
     #: ADMM iterations (Z/U updates) per stage
-    iterations: int = 2
-    quant_rho: float = 1e-2
-    quant_iterations: int = 2
+    iterations: PositiveInt = 2
+    quant_rho: PositiveFloat = 1e-2
+    quant_iterations: PositiveInt = 2
     #: fraction of still-free weights snapped to their level per mapping round
-    mapping_fraction: float = 0.3
-    mapping_rounds: int = 3
+    mapping_fraction: Annotated[float, Gt(0), Le(1)] = 0.3
+    mapping_rounds: PositiveInt = 3
     #: budget split between ADMM pruning, masked retraining and quantization (normalised over the phases that run)
-    prune_share: float = 0.5
-    retrain_share: float = 0.2
-    quant_share: float = 0.3
-    allocation: str = "global"
+    prune_share: NonNegativeFloat = 0.5
+    retrain_share: NonNegativeFloat = 0.2
+    quant_share: NonNegativeFloat = 0.3
+    allocation: Allocation = "global"
 
     def __post_init__(self):
+        super().__post_init__()
         if not (self.prune or self.quantize):
-            raise ValueError("admm needs prune or quantize (or both) set to true")
-        for name in ("rho", "quant_rho", "rho_multiplier"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("stages", "iterations", "quant_iterations", "mapping_rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.mapping_fraction <= 1:
-            raise ValueError(f"mapping_fraction must be in (0, 1], got {self.mapping_fraction!r}")
-        for name in ("prune_share", "retrain_share", "quant_share"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
+            raise ValueError(
+                f"expected prune or quantize (or both) to be true, got prune={self.prune!r}, quantize={self.quantize!r}"
+            )
 
 
 class ADMM(Method):
@@ -150,15 +142,8 @@ class ADMM(Method):
 @dataclass(frozen=True)
 class MemristorConfig(ADMMConfig):
     #: relative Gaussian conductance variation applied at evaluation (0 = off)
-    mismatch_sigma: float = 0.1
-    mismatch_trials: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.mismatch_sigma < 0:
-            raise ValueError(f"mismatch_sigma must be >= 0, got {self.mismatch_sigma!r}")
-        if self.mismatch_trials < 1:
-            raise ValueError(f"mismatch_trials must be >= 1, got {self.mismatch_trials!r}")
+    mismatch_sigma: NonNegativeFloat = 0.1
+    mismatch_trials: PositiveInt = 3
 
 
 class MemristorADMM(ADMM):

@@ -67,13 +67,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from prunebench import Callback, KeepMasked, Method
-from prunebench.projections import group_view, groups_to_mask
+from prunebench.config import ConfigError, Ge, Lt, NonNegativeFloat, PositiveFloat, Validated
+from prunebench.projections import Allocation, group_view, groups_to_mask
 from prunebench.recipes import short_metrics
 
 __all__ = ["AutoPrune", "AutoPruneConfig"]
@@ -85,39 +87,26 @@ M_LR_CAP = 0.02
 
 
 @dataclass(frozen=True)
-class AutoPruneConfig:
+class AutoPruneConfig(Validated):
     #: lambda of the regulariser lambda * sum_g n_g max(M_g, 0)
-    reg_lambda: float = 1e-3
+    reg_lambda: NonNegativeFloat = 1e-3
     #: apply the regulariser only while more weights are open than the budget
     stop_at_budget: bool = True
-    m_optimizer: str = "adam"
+    m_optimizer: Literal["adam", "sgd"] = "adam"
     #: learning rate of M; None derives it (Adam only, see the module docstring)
-    m_lr: float | None = None
+    m_lr: PositiveFloat | None = None
     #: "magnitude" (M from the group RMS of W, all open) or "constant" (M = 1)
-    m_init: str = "magnitude"
+    m_init: Literal["magnitude", "constant"] = "magnitude"
     #: M is clamped to [-m_clip, m_clip]
-    m_clip: float = 4.0
+    m_clip: PositiveFloat = 4.0
     #: fraction of the budget for the masked fine-tune after the hard threshold (0 disables it)
-    retrain_share: float = 0.2
-    allocation: str = "global"
+    retrain_share: Annotated[float, Ge(0), Lt(1)] = 0.2
+    allocation: Allocation = "global"
 
     def __post_init__(self):
-        if not (isinstance(self.reg_lambda, (int, float)) and self.reg_lambda >= 0):
-            raise ValueError(f"reg_lambda must be >= 0, got {self.reg_lambda!r}")
-        if self.m_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"m_optimizer must be 'adam' or 'sgd', got {self.m_optimizer!r}")
-        if self.m_lr is not None and not self.m_lr > 0:
-            raise ValueError(f"m_lr must be > 0 or None, got {self.m_lr!r}")
+        super().__post_init__()
         if self.m_optimizer == "sgd" and self.m_lr is None:
-            raise ValueError("m_optimizer 'sgd' needs an explicit m_lr, got None")
-        if self.m_init not in ("magnitude", "constant"):
-            raise ValueError(f"m_init must be 'magnitude' or 'constant', got {self.m_init!r}")
-        if not (self.m_clip > 0 and math.isfinite(self.m_clip)):
-            raise ValueError(f"m_clip must be a positive number, got {self.m_clip!r}")
-        if not 0 <= self.retrain_share < 1:
-            raise ValueError(f"retrain_share must be in [0, 1), got {self.retrain_share!r}")
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
+            raise ConfigError("m_lr", "expected a number > 0 when m_optimizer is 'sgd', got None")
 
 
 class _GatedWeight(torch.autograd.Function):

@@ -10,26 +10,22 @@ pruning paper compares against (Han et al., arXiv 1506.02626).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from prunebench import KeepMasked, Method
-from prunebench.projections import GROUPED_KINDS, magnitude_masks, project_masks
+from prunebench.config import Between, Validated
+from prunebench.projections import GROUPED_KINDS, Allocation, magnitude_masks, project_masks
 
 __all__ = ["MagnitudePruning", "MagnitudeConfig", "prune_and_finetune"]
 
 
 @dataclass(frozen=True)
-class MagnitudeConfig:
-    allocation: str = "global"
+class MagnitudeConfig(Validated):
+    allocation: Allocation = "global"
     #: fraction of the budget spent fine-tuning after pruning (the rest is unused)
-    finetune_fraction: float = 1.0
-
-    def __post_init__(self):
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
-        if not 0.0 <= self.finetune_fraction <= 1.0:
-            raise ValueError(f"finetune_fraction must be in [0, 1], got {self.finetune_fraction!r}")
+    finetune_fraction: Annotated[float, Between(0, 1)] = 1.0
 
 
 def prune_and_finetune(model, target, trainer, masks: dict[str, torch.Tensor], finetune_fraction: float) -> dict:

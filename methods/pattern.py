@@ -26,11 +26,13 @@ reordering, compact storage) gain is for the hardware models to score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from prunebench import Method
-from prunebench.projections import PATTERN_LIMITS, pattern_library_pdnn, project_masks
+from prunebench.config import Between, NonNegativeFloat, PositiveFloat, PositiveInt, Validated
+from prunebench.projections import PATTERN_LIMITS, Allocation, pattern_library_pdnn, project_masks
 from prunebench.recipes import (
     ADMMPenalty,
     hard_prune_and_retrain,
@@ -47,40 +49,26 @@ _MAX_LIBRARY = PATTERN_LIMITS[4]
 
 
 @dataclass(frozen=True)
-class PatternConfig:
-    #: patterns in the shared library (PatDNN uses 6-12, 8 typical; the harness caps 4-of-9 layers at 8)
-    library_size: int = 8
-    rho: float = 1e-2
-    rho_multiplier: float = 10.0
-    stages: int = 3
+class PatternConfig(Validated):
+    #: patterns in the shared library (PatDNN uses 6-12, 8 typical; the harness allows at most
+    #: _MAX_LIBRARY distinct 4-of-9 patterns per layer)
+    library_size: Annotated[int, Between(1, _MAX_LIBRARY)] = 8
+    rho: PositiveFloat = 1e-2
+    rho_multiplier: PositiveFloat = 10.0
+    stages: PositiveInt = 3
     #: ADMM iterations (Z/U updates) per stage
-    iterations: int = 2
+    iterations: PositiveInt = 2
     #: budget split between ADMM regularisation and masked retraining (normalised)
-    admm_share: float = 0.7
-    retrain_share: float = 0.3
-    allocation: str = "global"
+    admm_share: NonNegativeFloat = 0.7
+    retrain_share: NonNegativeFloat = 0.3
+    allocation: Allocation = "global"
 
     def __post_init__(self):
-        if not (isinstance(self.library_size, int) and 1 <= self.library_size <= _MAX_LIBRARY):
-            raise ValueError(
-                f"library_size must be an integer in 1..{_MAX_LIBRARY} (the harness allows at most "
-                f"{_MAX_LIBRARY} distinct 4-of-9 patterns per layer), got {self.library_size!r}"
-            )
-        for name in ("rho", "rho_multiplier"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("stages", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("admm_share", "retrain_share"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        super().__post_init__()
         if self.admm_share + self.retrain_share <= 0:
             raise ValueError(
-                f"admm_share + retrain_share must be > 0, got {self.admm_share!r} + {self.retrain_share!r}"
+                f"expected admm_share + retrain_share > 0, got {self.admm_share!r} + {self.retrain_share!r}"
             )
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
 
 
 def _is_3x3(w: torch.Tensor) -> bool:

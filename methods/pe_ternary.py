@@ -54,7 +54,8 @@ from typing import Mapping
 import torch
 
 from prunebench import Callback, Method, Quantization, Structure
-from prunebench.projections import project_masks, structure_groups
+from prunebench.config import NonNegativeFloat, Validated
+from prunebench.projections import Allocation, project_masks, structure_groups
 from prunebench.quant import quantize_
 from prunebench.recipes import fit_within_budget, hard_project_, short_metrics, split_budget, target_weights
 
@@ -71,31 +72,24 @@ TERNARY = Quantization(2, "ternary")
 
 
 @dataclass(frozen=True)
-class PETernaryConfig:
+class PETernaryConfig(Validated):
     #: lambda of the group lasso lambda * sum_g ||W_g||_2 (0 turns it off)
-    group_lasso: float = 1e-4
+    group_lasso: NonNegativeFloat = 1e-4
     #: Weight Penalty Clipping on (off: plain group lasso, for ablations)
     wpc: bool = True
     #: budget split between the sparsify phase and the masked fine-tune (normalised)
-    sparsify_share: float = 0.6
-    finetune_share: float = 0.4
+    sparsify_share: NonNegativeFloat = 0.6
+    finetune_share: NonNegativeFloat = 0.4
     #: "uniform" (same kept fraction per layer) by default: the global RMS ranking starves
     #: large-fan-in layers, whose weights are small (LeNet-5 fc1 kept 84 of 1600 groups at 4x)
-    allocation: str = "uniform"
+    allocation: Allocation = "uniform"
 
     def __post_init__(self):
-        lam = self.group_lasso
-        if not (isinstance(lam, (int, float)) and lam >= 0 and math.isfinite(lam)):
-            raise ValueError(f"group_lasso must be a finite number >= 0, got {self.group_lasso!r}")
-        for name in ("sparsify_share", "finetune_share"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        super().__post_init__()
         if self.sparsify_share + self.finetune_share <= 0:
             raise ValueError(
-                f"sparsify_share + finetune_share must be > 0, got {self.sparsify_share!r} + {self.finetune_share!r}"
+                f"expected sparsify_share + finetune_share > 0, got {self.sparsify_share!r} + {self.finetune_share!r}"
             )
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
 
 
 # ---------------------------------------------------------------- group lasso and WPC

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from prunebench import Method
-from prunebench.projections import group_view, magnitude_masks
+from prunebench.projections import Allocation, group_view, magnitude_masks
 
 from .magnitude import MagnitudeConfig, prune_and_finetune
 
@@ -22,7 +22,7 @@ __all__ = ["RandomPruning", "RandomConfig"]
 
 @dataclass(frozen=True)
 class RandomConfig(MagnitudeConfig):
-    allocation: str = "uniform"
+    allocation: Allocation = "uniform"
 
 
 class RandomPruning(Method):

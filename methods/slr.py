@@ -72,60 +72,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
 from prunebench import Callback, KeepMasked, Method
-from prunebench.projections import PATTERNS_SLR_5OF9, project_masks
+from prunebench.config import ConfigError, Ge, Gt, Lt, PositiveFloat, PositiveInt, Validated
+from prunebench.projections import PATTERNS_SLR_5OF9, Allocation, project_masks
 from prunebench.recipes import hard_project_, short_metrics, target_weights
 
 __all__ = ["SLR", "SLRConfig", "slr_alpha"]
 
 
 @dataclass(frozen=True)
-class SLRConfig:
+class SLRConfig(Validated):
     #: quadratic penalty of the relaxed Lagrangian (authors' default)
-    rho: float = 0.1
+    rho: PositiveFloat = 0.1
     #: initial multiplier stepsize s0 and the alpha_k constants M > 1, 0 < r < 1
-    s0: float = 0.01
-    M: float = 300.0
-    r: float = 0.1
+    s0: PositiveFloat = 0.01
+    M: Annotated[float, Gt(1)] = 300.0
+    r: Annotated[float, Gt(0), Lt(1)] = 0.1
     #: epochs per SLR iteration; None with iterations None means 1 (the authors' once per epoch)
-    period_epochs: float | None = None
+    period_epochs: PositiveFloat | None = None
     #: number of SLR iterations (the SLR share is split evenly); exclusive with period_epochs
-    iterations: int | None = None
+    iterations: PositiveInt | None = None
     #: fraction of the budget for masked retraining after hard pruning (0 disables it)
-    retrain_share: float = 0.2
-    allocation: str = "global"
+    retrain_share: Annotated[float, Ge(0), Lt(1)] = 0.2
+    allocation: Allocation = "global"
     #: 3x3 pattern library for the pattern structure: "slr" (13 5-of-9 masks) or "pdnn" (distilled 4-of-9)
-    pattern_library: str = "slr"
+    pattern_library: Literal["slr", "pdnn"] = "slr"
     #: primary-metric value (task units, e.g. top1 in %) for ``epochs_to_target``; None disables
     target_accuracy: float | None = None
 
     def __post_init__(self):
-        for name in ("rho", "s0"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not self.M > 1:
-            raise ValueError(f"M must be > 1, got {self.M!r}")
-        if not 0 < self.r < 1:
-            raise ValueError(f"r must be in (0, 1), got {self.r!r}")
-        if self.period_epochs is not None and not (self.period_epochs > 0 and math.isfinite(self.period_epochs)):
-            raise ValueError(f"period_epochs must be a positive number, got {self.period_epochs!r}")
-        if self.iterations is not None and not (isinstance(self.iterations, int) and self.iterations >= 1):
-            raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
+        super().__post_init__()
         if self.period_epochs is not None and self.iterations is not None:
-            raise ValueError(
-                f"set at most one of period_epochs and iterations, got {self.period_epochs!r} and {self.iterations!r}"
+            raise ConfigError(
+                "iterations", f"expected null when period_epochs is set ({self.period_epochs!r}), got {self.iterations!r}"
             )
-        if not 0 <= self.retrain_share < 1:
-            raise ValueError(f"retrain_share must be in [0, 1), got {self.retrain_share!r}")
-        if self.allocation not in ("global", "uniform"):
-            raise ValueError(f"allocation must be 'global' or 'uniform', got {self.allocation!r}")
-        if self.pattern_library not in ("slr", "pdnn"):
-            raise ValueError(f"pattern_library must be 'slr' or 'pdnn', got {self.pattern_library!r}")
-        if self.target_accuracy is not None and not math.isfinite(self.target_accuracy):
-            raise ValueError(f"target_accuracy must be a finite number or None, got {self.target_accuracy!r}")
 
 
 def slr_alpha(k: int, M: float, r: float) -> float:

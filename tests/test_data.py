@@ -240,7 +240,7 @@ def test_hf_missing_is_unavailable(tmp_path, monkeypatch):
 
 
 def test_dataspec_validation_and_dispatch():
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="name: expected one of 'mnist', .*, got 'mnits'"):
         DataSpec("mnits")
     with pytest.raises(ValueError, match="split"):
         load_split(DataSpec("synthetic"), "val", None)

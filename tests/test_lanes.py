@@ -153,11 +153,11 @@ def test_synthetic_spec_generates_into_the_cache_once(isolated_cache):
 
 
 def test_spec_rejects_bad_values():
-    with pytest.raises(ValueError, match="unknown lane dataset 'culane'"):
+    with pytest.raises(ValueError, match="name: expected one of 'tusimple', 'tusimple_synthetic', got 'culane'"):
         LaneDataSpec("culane")
-    with pytest.raises(ValueError, match=r"synthetic_image_size .* got \(8, 8\)"):
+    with pytest.raises(ValueError, match=r"synthetic_image_size: expected a list of 2 integers >= 32, got \[8, 8\]"):
         LaneDataSpec("tusimple_synthetic", synthetic_image_size=(8, 8))
-    with pytest.raises(ValueError, match="metric_revision .* got '2020'"):
+    with pytest.raises(ValueError, match="metric_revision: expected one of .* got '2020'"):
         _config("x", metric_revision="2020")
 
 

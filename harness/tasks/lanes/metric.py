@@ -56,9 +56,11 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+
+from ...config import Validated
 
 __all__ = [
     "Revision",
@@ -97,12 +99,12 @@ class LaneFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class Revision:
+class Revision(Validated):
     """The edge rules in which the two official revisions differ."""
 
     name: str
     #: "error": a wrong-length lane rejects the submission; "zero": the image scores (0, 0, 1)
-    wrong_length: str
+    wrong_length: Literal["error", "zero"]
     #: an image with more than #GT + this many predictions scores (0, 0, 1); None: no limit
     max_extra_predictions: int | None
     #: FN rate divides by max(min(#GT, cap), 1); None: max(#GT, 1)
@@ -111,10 +113,6 @@ class Revision:
     uses_run_time: bool
     #: True: every GT image needs exactly one prediction and every prediction a GT image
     strict_set: bool
-
-    def __post_init__(self):
-        if self.wrong_length not in ("error", "zero"):
-            raise ValueError(f"wrong_length must be 'error' or 'zero', got {self.wrong_length!r}")
 
 
 OFFICIAL = Revision("2017-07-17", wrong_length="error", max_extra_predictions=2,

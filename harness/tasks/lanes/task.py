@@ -27,12 +27,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...config import ConfigError, Ge, NonNegativeFloat, NonNegativeInt, OneOf, PositiveFloat, PositiveInt, Validated
 from ...interfaces import DatasetUnavailable, Task
 from .data import LaneDataSpec, LaneImages, LaneLabel, fingerprint, load_images, load_lane_split
 from .models import cells_to_x, create_lane_model, decode_cells, encode_targets, lane_loss, lanes_from_anchors
@@ -44,61 +45,50 @@ __all__ = ["LanesTask", "LanesConfig"]
 IN_MEMORY_MAX_BYTES = 1 << 30
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_Side = Annotated[int, Ge(16)]
+_AtLeast2 = Annotated[int, Ge(2)]
 
 
 @dataclass(frozen=True)
-class LanesConfig:
+class LanesConfig(Validated):
     data: LaneDataSpec
     #: a timm model name; its last feature map feeds the row-anchor head
     backbone: str = "resnet18"
     #: (height, width) the frames are resized to (UFLD: 288x800)
-    input_size: tuple[int, int] = (288, 800)
-    griding_num: int = 100
-    num_lanes: int = 4
-    num_row_anchors: int = 56
+    input_size: tuple[_Side, _Side] = (288, 800)
+    griding_num: _AtLeast2 = 100
+    num_lanes: PositiveInt = 4
+    num_row_anchors: _AtLeast2 = 56
     #: (top, bottom) anchor rows in frame pixels, evenly spaced; None: the data's h_samples span
-    row_anchor_range: tuple[float, float] | None = None
-    head_hidden: int = 2048
-    reduce_channels: int = 8
-    batch_size: int = 32
-    eval_batch_size: int = 32
-    focal_gamma: float = 0.0
-    similarity_weight: float = 0.0
+    row_anchor_range: tuple[NonNegativeFloat, NonNegativeFloat] | None = None
+    head_hidden: PositiveInt = 2048
+    reduce_channels: PositiveInt = 8
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 32
+    focal_gamma: NonNegativeFloat = 0.0
+    similarity_weight: NonNegativeFloat = 0.0
     #: a decoded slot with fewer points than this is not reported as a lane
-    min_lane_points: int = 2
+    min_lane_points: PositiveInt = 2
     #: the official per-image runtime limit; None switches the rule off
-    runtime_limit_ms: float | None = MAX_RUNTIME_MS
+    runtime_limit_ms: PositiveFloat | None = MAX_RUNTIME_MS
     #: which official evaluator revision scores (see .metric)
-    metric_revision: str = "2017-07-17"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    metric_revision: Annotated[str, OneOf(REVISIONS)] = "2017-07-17"
+    #: RGB
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     #: DataLoader workers when frames are decoded lazily (the real set)
-    num_workers: int = 0
+    num_workers: NonNegativeInt = 0
     #: local weights for the backbone alone (e.g. timm's ImageNet resnet18 saved as .safetensors)
     backbone_checkpoint: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
-        if len(self.input_size) != 2 or min(self.input_size) < 16:
-            raise ValueError(f"input_size must be (height, width), each >= 16, got {self.input_size!r}")
-        for key, low in (("griding_num", 2), ("num_lanes", 1), ("num_row_anchors", 2), ("head_hidden", 1),
-                         ("reduce_channels", 1), ("batch_size", 1), ("eval_batch_size", 1), ("min_lane_points", 1)):
-            if getattr(self, key) < low:
-                raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)!r}")
+        super().__post_init__()
         if self.row_anchor_range is not None:
             top, bottom = self.row_anchor_range
-            if not 0 <= top < bottom:
-                raise ValueError(f"row_anchor_range must be (top, bottom) with 0 <= top < bottom, got {self.row_anchor_range!r}")
-        if self.focal_gamma < 0 or self.similarity_weight < 0:
-            raise ValueError(f"focal_gamma and similarity_weight must be >= 0, got {self.focal_gamma!r} and {self.similarity_weight!r}")
-        if self.runtime_limit_ms is not None and not self.runtime_limit_ms > 0:
-            raise ValueError(f"runtime_limit_ms must be > 0 or null, got {self.runtime_limit_ms!r}")
-        if self.metric_revision not in REVISIONS:
-            raise ValueError(f"metric_revision must be one of {', '.join(REVISIONS)}, got {self.metric_revision!r}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean!r} and {self.std!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+            if not top < bottom:
+                raise ConfigError(
+                    "row_anchor_range", f"expected [top, bottom] with top < bottom, got {list(self.row_anchor_range)!r}"
+                )
 
 
 class LanesTask(Task):
