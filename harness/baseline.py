@@ -154,10 +154,10 @@ def dense_baseline(
         model = task.build_model()
         task.load_dense_checkpoint(model, dense.checkpoint)
         metrics = task.evaluate(model)
-        key = baseline_key(task_name, task, dense_plain, 0)
+        key = dense_key(task_name, task, dense, seed)
         return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "checkpoint", None)
 
-    key = baseline_key(task_name, task, dense_plain, seed)
+    key = dense_key(task_name, task, dense, seed)
     root = (cache_dir or default_cache_dir()) / "dense"
     root.mkdir(parents=True, exist_ok=True)
     weights, meta = root / f"{key}.safetensors", root / f"{key}.json"

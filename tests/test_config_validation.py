@@ -25,18 +25,7 @@ from prunebench.config import (
 )
 from prunebench.suite import SuiteError, load_suite
 
-CLASSIFICATION = """
-suite: tiny
-version: 1
-task:
-  name: classification
-  model: lenet5
-  data: {name: synthetic}
-protocols:
-  equal_compression: {structure: [unstructured, filter], rates: [4, 16]}
-  equal_accuracy: {structure: [unstructured], tolerance: 0.5, search: {lo: 2, hi: 64}}
-seeds: [0, 1]
-"""
+from test_suite_schema import GOOD as CLASSIFICATION  # one tiny valid suite for both files
 
 DETECTION = """
 suite: det
