@@ -10,10 +10,10 @@ __all__ = ["main"]
 
 
 def _cmd_list(args) -> int:
-    from .registry import PluginError, hardware_models, methods, tasks
+    from .registry import PluginError, hardware_models, methods, protocols, tasks
 
     status = 0
-    for reg in (methods, hardware_models, tasks):
+    for reg in (methods, hardware_models, tasks, protocols):
         print(f"{reg.kind}s ({reg.group}):")
         try:
             infos = reg.infos()
@@ -53,7 +53,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from .leaderboard import write_leaderboards
+    from .report import write_leaderboards
 
     problems: list[str] = []
     try:
@@ -74,7 +74,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .leaderboard import comparison_table
+    from .report import comparison_table
     from .results import ResultStore
 
     mine = ResultStore(args.results).records()
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prunebench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="installed methods, hardware models and tasks, with their distributions")
+    p = sub.add_parser("list", help="installed methods, hardware models, tasks and protocols, with their distributions")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("validate", help="check suite files against the schema without running them")

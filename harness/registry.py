@@ -16,6 +16,7 @@ from importlib import metadata
 from typing import Generic, TypeVar
 
 from .interfaces import HardwareModel, Method, Task
+from .protocols.base import Protocol
 
 __all__ = [
     "PluginError",
@@ -128,8 +129,10 @@ GROUPS = {
     "prunebench.methods": "method",
     "prunebench.hardware": "hardware model",
     "prunebench.tasks": "task",
+    "prunebench.protocols": "protocol",
 }
 
 methods: Registry[Method] = Registry("prunebench.methods", Method, "method")
 hardware_models: Registry[HardwareModel] = Registry("prunebench.hardware", HardwareModel, "hardware model")
 tasks: Registry[Task] = Registry("prunebench.tasks", Task, "task")
+protocols: Registry[Protocol] = Registry("prunebench.protocols", Protocol, "protocol")

@@ -29,9 +29,8 @@ from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
 from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
-from .protocols import SearchStep, search_max_rate
 from .quant import quantize_
-from .records import MethodRef, RunRecord, SearchSummary, key_of_identity, point_identity
+from .records import MethodRef, RunRecord, key_of_identity, point_identity
 from .results import ResultStore, environment_info
 from .suite import RunPoint, Suite
 from .target import Quantization, Structure, Target
@@ -289,29 +288,11 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         record.dense_source = dense.source
         record.dense_key = dense.key
         dense_value = dense.metrics[metric]
-        if point.protocol == "equal_compression":
-            record.update(_compress_once(suite, task, dense, point, point.rate, ctx))
-            record.search = None
-        else:
-            spec = suite.protocols.equal_accuracy
-
-            def probe(rate: float) -> SearchStep:
-                out = _compress_once(suite, task, dense, point, rate, ctx)
-                value = out["metrics"][metric]
-                return SearchStep(rate, value, dense_value - value <= spec.tolerance + 1e-9, out)
-
-            result = search_max_rate(probe, spec.search.lo, spec.search.hi, spec.search.steps)
-            best = result.best
-            chosen = best if best is not None else result.trace[0]
-            record.update(chosen.payload)
-            record.search = SearchSummary(
-                lo=spec.search.lo, hi=spec.search.hi, steps=spec.search.steps,
-                tolerance=spec.tolerance, runs=result.runs, rate_found=result.rate_found,
-                trace=[{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace],
-            )
-            record.epochs_spent_total = sum(s.payload["epochs_spent"] for s in result.trace)
+        protocol = suite.protocol(point.protocol)
+        record.update(protocol.run(point, lambda rate: _compress_once(suite, task, dense, point, rate, ctx),
+                                   dense_value, metric))
         record.accuracy_drop = dense_value - record.metrics[metric]
-        unmet = _unmet(suite, point, record)
+        unmet = protocol.unmet(point, record)
         record.status = "failed" if unmet else "passed"
         record.failure = "; ".join(unmet) or None
     except Exception as err:
@@ -327,17 +308,13 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
 
 def _point_key(suite: Suite, point: RunPoint, record: RunRecord) -> str:
     """The hash naming this point's record; the same for every run of the point."""
-    ea = point.protocol == "equal_accuracy"
-    spec = suite.protocols.equal_accuracy if ea else None
     quant = suite.quantization
     return key_of_identity(point_identity(
         suite=record.suite, suite_version=record.suite_version, smoke=record.smoke, protocol=point.protocol,
         method={"name": record.method.name, "version": record.method.version, "config": record.method.config},
         structure=point.structure, seed=point.seed, budget_epochs=record.budget_epochs,
-        quantization=to_plain(quant) if quant else None, rate=None if ea else point.rate,
-        search=None if spec is None else {"lo": spec.search.lo, "hi": spec.search.hi, "steps": spec.search.steps,
-                                          "tolerance": spec.tolerance},
-        dense_key=record.dense_key,
+        quantization=to_plain(quant) if quant else None, dense_key=record.dense_key,
+        **suite.protocol(point.protocol).identity(point),
     ))
 
 
@@ -350,44 +327,3 @@ def _finish(record: RunRecord, start: float, ctx: RunContext) -> None:
         ctx.results.append(record)
     if ctx.tracker is not None:
         ctx.tracker.log_record(record)
-
-
-def _expect_applies(exp, point: RunPoint) -> bool:
-    if exp.methods is not None and point.method not in exp.methods:
-        return False
-    if exp.structures is not None and str(Structure.parse(point.structure)) not in {
-        str(Structure.parse(s)) for s in exp.structures
-    }:
-        return False
-    return True
-
-
-def _unmet(suite: Suite, point: RunPoint, record: RunRecord) -> list[str]:
-    metric = record.primary_metric
-    out = []
-    if point.protocol == "equal_compression":
-        exp = suite.protocols.equal_compression.expect
-        if not _expect_applies(exp, point):
-            return out
-        drop = record.accuracy_drop
-        if exp.max_accuracy_drop is not None and drop > exp.max_accuracy_drop:
-            out.append(
-                f"{metric} drop: target <= {exp.max_accuracy_drop:g} points, achieved {drop:.2f} "
-                f"(dense {record.dense_metrics[metric]:.2f}, compressed {record.metrics[metric]:.2f} "
-                f"at {record.achieved_rate:.3g}x)"
-            )
-        value = record.metrics[metric]
-        if exp.min_accuracy is not None and value < exp.min_accuracy:
-            out.append(f"{metric}: target >= {exp.min_accuracy:g}, achieved {value:.2f}")
-    else:
-        exp = suite.protocols.equal_accuracy.expect
-        if not _expect_applies(exp, point):
-            return out
-        found = record.search.rate_found
-        if exp.min_rate is not None and (found is None or found < exp.min_rate):
-            shown = "no rate in the search range" if found is None else f"{found:.3g}x"
-            out.append(
-                f"rate within {record.search.tolerance:g} points: target >= {exp.min_rate:g}x, "
-                f"achieved {shown} after {record.search.runs} runs"
-            )
-    return out

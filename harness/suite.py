@@ -18,17 +18,16 @@ import yaml
 
 from . import registry
 from .config import (
-    Between,
     ConfigError,
-    Ge,
     MinLen,
     NonNegativeFloat,
     Validated,
     parse,
     to_plain,
 )
+from .protocols.base import Protocol, RunPoint, ordered
 from .registry import PluginError
-from .target import Quantization, StructureName
+from .target import Quantization
 from .trainer import OptimizerConfig
 
 __all__ = [
@@ -36,10 +35,7 @@ __all__ = [
     "Suite",
     "RunPoint",
     "load_suite",
-    "PROTOCOLS",
 ]
-
-PROTOCOLS = ("equal_compression", "equal_accuracy")
 
 
 class SuiteError(ValueError):
@@ -82,65 +78,12 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
-class CompressionExpect(Validated):
-    max_accuracy_drop: float | None = None
-    min_accuracy: float | None = None
-    #: methods the expectation applies to (default: all; random pruning is a control, not a contender)
-    methods: tuple[str, ...] | None = None
-    #: structures it applies to (default: all the protocol runs)
-    structures: tuple[StructureName, ...] | None = None
-
-
-@dataclass(frozen=True)
-class EqualCompression(Validated):
-    structure: tuple[StructureName, ...]
-    rates: tuple[Annotated[float, Ge(1)], ...]
-    expect: CompressionExpect = CompressionExpect()
-
-
-@dataclass(frozen=True)
-class Search(Validated):
-    lo: Annotated[float, Ge(1)] = 2.0
-    hi: float = 512.0
-    #: bisection steps after the bracket checks; the rate is found within (hi/lo)^(1/2^steps)
-    steps: Annotated[int, Between(0, 20)] = 6
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.lo < self.hi:
-            raise ConfigError("hi", f"expected a number > lo ({self.lo:g}), got {self.hi!r}")
-
-
-@dataclass(frozen=True)
-class AccuracyExpect(Validated):
-    min_rate: float | None = None
-    #: methods the expectation applies to (default: all)
-    methods: tuple[str, ...] | None = None
-    #: structures it applies to (default: all the protocol runs)
-    structures: tuple[StructureName, ...] | None = None
-
-
-@dataclass(frozen=True)
-class EqualAccuracy(Validated):
-    structure: tuple[StructureName, ...]
-    #: most accuracy points (percent) a compressed model may lose against the dense one
-    tolerance: NonNegativeFloat
-    search: Search = Search()
-    expect: AccuracyExpect = AccuracyExpect()
-
-
-@dataclass(frozen=True)
-class Protocols:
-    equal_compression: EqualCompression | None = None
-    equal_accuracy: EqualAccuracy | None = None
-
-
-@dataclass(frozen=True)
 class Suite:
     suite: str
     version: int
     task: Mapping[str, Any]
-    protocols: Protocols
+    #: protocol name -> its settings (parsed into the protocol's Spec by load_suite)
+    protocols: Mapping[str, Any]
     reference: str = ""
     description: str = ""
     dense: DenseSpec = DenseSpec()
@@ -174,41 +117,23 @@ class Suite:
         cls = registry.hardware_models.get(name)
         return parse(cls.Config, dict(self.hardware.get(name, {})), f"hardware.{name}")
 
-    def points(self, methods: list[str] | None = None, seeds: list[int] | None = None) -> list["RunPoint"]:
+    def protocol(self, name: str) -> Protocol:
+        """The protocol ``name`` with this suite's settings."""
+        if name not in self.protocols:
+            raise KeyError(f"{self.path or self.suite}: the suite runs no protocol {name!r} "
+                           f"(it runs: {', '.join(self.protocols)})")
+        return registry.protocols.get(name)(self.protocols[name])
+
+    def points(self, methods: list[str] | None = None, seeds: list[int] | None = None) -> list[RunPoint]:
         methods = list(methods) if methods else list(self.methods)
         seeds = list(seeds) if seeds is not None else list(self.seeds)
-        out = []
-        ec, ea = self.protocols.equal_compression, self.protocols.equal_accuracy
-        for method in methods:
-            if ec is not None:
-                for structure in ec.structure:
-                    for rate in ec.rates:
-                        for seed in seeds:
-                            out.append(RunPoint("equal_compression", method, structure, rate, seed))
-            if ea is not None:
-                for structure in ea.structure:
-                    for seed in seeds:
-                        out.append(RunPoint("equal_accuracy", method, structure, None, seed))
-        return out
+        protocols = [self.protocol(name) for name in ordered(self.protocols)]
+        return [point for method in methods for protocol in protocols for point in protocol.points(method, seeds)]
 
     def plain(self) -> dict:
         data = to_plain(self)
         data.pop("path", None)
         return data
-
-
-@dataclass(frozen=True)
-class RunPoint:
-    protocol: str
-    method: str
-    structure: str
-    rate: float | None
-    seed: int
-
-    @property
-    def id(self) -> str:
-        rate = f"-{self.rate:g}x" if self.rate is not None else ""
-        return f"{self.method}-{self.structure}{rate}-s{self.seed}"
 
 
 def _deep_merge(base: Any, over: Any) -> Any:
@@ -242,8 +167,7 @@ def _parse_suite(data: Any, file: str) -> Suite:
     if not isinstance(task, Mapping) or not isinstance(task.get("name"), str):
         raise ConfigError("task.name", f"expected a task name string, got {_got(task)}")
     suite = parse(Suite, data)
-    if suite.protocols.equal_compression is None and suite.protocols.equal_accuracy is None:
-        raise ConfigError("protocols", "expected at least one of equal_compression, equal_accuracy")
+    suite = replace(suite, protocols=_parse_protocols(suite.protocols))
     if suite.quantization is not None and suite.quantization.scheme != "uniform":
         # the standard quantizer, applied to prune-only methods, is uniform
         pass
@@ -257,6 +181,19 @@ def _parse_suite(data: Any, file: str) -> Suite:
         _check_plugin(f"hardware.{name}", lambda n=name: registry.hardware_models.get(n))
         suite.hardware_config(name)
     return suite
+
+
+def _parse_protocols(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Each protocol named must be installed; its settings parse into its Spec.
+    ``null`` switches a protocol off (a smoke override can drop one)."""
+    specs = {}
+    for name, settings in raw.items():
+        _check_plugin(f"protocols.{name}", lambda n=name: registry.protocols.get(n))
+        if settings is not None:
+            specs[name] = parse(registry.protocols.get(name).Spec, settings, f"protocols.{name}")
+    if not specs:
+        raise ConfigError("protocols", f"expected at least one protocol (installed: {', '.join(registry.protocols.names())})")
+    return specs
 
 
 def _got(value: Any) -> str:

@@ -225,7 +225,7 @@ def test_retinanet_smoke_suite_end_to_end(pytester, isolated_cache):
     import shutil
 
     from conftest import REPO
-    from prunebench.leaderboard import write_leaderboards
+    from prunebench.report import write_leaderboards
 
     (pytester.path / "suites").mkdir()
     shutil.copy(REPO / "suites" / "smoke" / "retinanet_coco_synthetic.yaml", pytester.path / "suites")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from prunebench.leaderboard import GENERATED_MARKER, mean_ci, render, t_975, write_leaderboards
+from prunebench.report import GENERATED_MARKER, mean_ci, render, t_975, write_leaderboards
 from prunebench.results import ResultStore
 
 SUITE = "lenet5-fashion-mnist"

@@ -1,0 +1,283 @@
+"""Equal accuracy: the largest rate in [lo, hi] whose accuracy is within
+``tolerance`` points of the dense model.
+
+The search assumes accuracy falls as the rate grows (true of every method in
+expectation, not of every noisy run): it checks lo, then hi, then bisects in
+log space.  Every run of the search starts from the same cached dense model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Mapping, Sequence
+
+from prunebench.config import Between, ConfigError, Ge, NonNegativeFloat, Validated
+from prunebench.report.cells import (
+    DASH,
+    Row,
+    acc2,
+    dig,
+    fmt_stat,
+    is_error,
+    method_label,
+    num,
+    quant_label,
+    sig,
+    signed2,
+    status_cell,
+    stored_bits,
+    structure_of,
+    table,
+    times,
+)
+from prunebench.report.stats import mean_of, stat_of
+
+from prunebench.target import StructureName
+
+from .base import ComparisonFigure, Protocol, RunPoint
+
+__all__ = ["EqualAccuracy", "EqualAccuracySpec", "AccuracyExpect", "Search", "SearchStep", "SearchResult",
+           "search_max_rate", "rate_found_of"]
+
+
+@dataclass(frozen=True)
+class Search(Validated):
+    lo: Annotated[float, Ge(1)] = 2.0
+    hi: float = 512.0
+    #: bisection steps after the bracket checks; the rate is found within (hi/lo)^(1/2^steps)
+    steps: Annotated[int, Between(0, 20)] = 6
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lo < self.hi:
+            raise ConfigError("hi", f"expected a number > lo ({self.lo:g}), got {self.hi!r}")
+
+
+@dataclass(frozen=True)
+class AccuracyExpect(Validated):
+    min_rate: float | None = None
+    #: methods the expectation applies to (default: all)
+    methods: tuple[str, ...] | None = None
+    #: structures it applies to (default: all the protocol runs)
+    structures: tuple[StructureName, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EqualAccuracySpec(Validated):
+    structure: tuple[StructureName, ...]
+    #: most accuracy points (percent) a compressed model may lose against the dense one
+    tolerance: NonNegativeFloat
+    search: Search = Search()
+    expect: AccuracyExpect = AccuracyExpect()
+
+
+# ------------------------------------------------------------------ the search
+@dataclass
+class SearchStep:
+    rate: float
+    metric: float | None
+    within: bool
+    payload: Any = field(default=None, repr=False)
+
+
+@dataclass
+class SearchResult:
+    rate_found: float | None
+    runs: int
+    trace: list[SearchStep]
+
+    @property
+    def best(self) -> SearchStep | None:
+        passing = [s for s in self.trace if s.within]
+        return max(passing, key=lambda s: s.rate) if passing else None
+
+
+def search_max_rate(
+    run: Callable[[float], SearchStep], lo: float, hi: float, steps: int
+) -> SearchResult:
+    """Largest rate r in [lo, hi] with ``run(r).within``, by geometric bisection.
+
+    ``run`` compresses at a rate and says whether the result is within the
+    tolerance.  Runs: 1 if lo already fails, 2 if hi passes, else 2 + steps.
+    The answer is within a factor (hi/lo)^(1/2^steps) of the true boundary.
+    """
+    if not 1 <= lo < hi:
+        raise ValueError(f"search needs 1 <= lo < hi, got lo={lo!r}, hi={hi!r}")
+    trace: list[SearchStep] = []
+
+    def probe(rate: float) -> bool:
+        step = run(rate)
+        trace.append(step)
+        return step.within
+
+    if not probe(lo):
+        return SearchResult(None, len(trace), trace)
+    if probe(hi):
+        return SearchResult(hi, len(trace), trace)
+    good, bad = lo, hi
+    for _ in range(steps):
+        mid = math.sqrt(good * bad)
+        if probe(mid):
+            good = mid
+        else:
+            bad = mid
+    return SearchResult(good, len(trace), trace)
+
+
+# ---------------------------------------------------------------- the protocol
+def rate_found_of(rec: Mapping) -> float | None:
+    return num(dig(rec, "search", "rate_found"))
+
+
+class EqualAccuracy(Protocol):
+    name = "equal_accuracy"
+    title = "Equal accuracy"
+    Spec = EqualAccuracySpec
+    order = 1
+    header = (("Method", "Rate found (×)", "{metric} at rate", "Δ vs dense (pts)", "Storage (incl. index)",
+               "Search runs", "Seeds", "Epochs (search total)", "Status"), "lrrrrrrrl")
+    marker, filled, joined = "s", False, False
+
+    def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
+        return [RunPoint(self.name, method, structure, None, seed) for structure in self.spec.structure for seed in seeds]
+
+    def identity(self, point: RunPoint) -> dict:
+        s = self.spec
+        return {"rate": None,
+                "search": {"lo": s.search.lo, "hi": s.search.hi, "steps": s.search.steps, "tolerance": s.tolerance}}
+
+    def run(self, point, compress, dense_value, metric) -> dict:
+        from prunebench.records import SearchSummary
+
+        spec = self.spec
+
+        def probe(rate: float) -> SearchStep:
+            out = compress(rate)
+            value = out["metrics"][metric]
+            return SearchStep(rate, value, dense_value - value <= spec.tolerance + 1e-9, out)
+
+        result = search_max_rate(probe, spec.search.lo, spec.search.hi, spec.search.steps)
+        chosen = result.best if result.best is not None else result.trace[0]
+        return {
+            **chosen.payload,
+            "search": SearchSummary(
+                lo=spec.search.lo, hi=spec.search.hi, steps=spec.search.steps,
+                tolerance=spec.tolerance, runs=result.runs, rate_found=result.rate_found,
+                trace=[{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace],
+            ),
+            "epochs_spent_total": sum(s.payload["epochs_spent"] for s in result.trace),
+        }
+
+    def check(self, expect, point, record) -> list[str]:
+        found = record.search.rate_found
+        if expect.min_rate is not None and (found is None or found < expect.min_rate):
+            shown = "no rate in the search range" if found is None else f"{found:.3g}x"
+            return [
+                f"rate within {record.search.tolerance:g} points: target >= {expect.min_rate:g}x, "
+                f"achieved {shown} after {record.search.runs} runs"
+            ]
+        return []
+
+    @classmethod
+    def rows(cls, records: Sequence[Mapping], metric: str, structure: str) -> list[Row]:
+        groups: dict[tuple, list[Mapping]] = defaultdict(list)
+        for rec in records:
+            groups[(method_label(rec), quant_label(rec))].append(rec)
+        rows = []
+        for (method, quant), recs in groups.items():
+            valid = [r for r in recs if not is_error(r)]
+            errors = len(recs) - len(valid)
+            found = [r for r in valid if rate_found_of(r) is not None]
+            missing = len(valid) - len(found)
+            rate = stat_of(found, rate_found_of)
+            value = stat_of(found, lambda r: num(dig(r, "metrics", metric)))
+            delta = stat_of(found, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
+            runs = mean_of(valid, lambda r: num(dig(r, "search", "runs")))
+            # a search spends epochs on every probe: show its total when recorded
+            epochs = mean_of(valid, lambda r: num(r.get("epochs_spent_total", r.get("epochs_spent"))))
+            note = f"{missing}/{len(valid)} seeds found no rate" if missing else ""
+            cells = [
+                f"{method} + {quant}" if quant else method,
+                fmt_stat(rate, sig),
+                fmt_stat(value, acc2),
+                fmt_stat(delta, signed2, acc2),
+                times(mean_of(found, lambda r: num(dig(r, "hardware", "storage", "compression_with_index_x")))),
+                DASH if runs is None else sig(runs, trim=True),
+                str(len(valid)),
+                DASH if epochs is None else sig(epochs, trim=True),
+                status_cell(valid, errors, note),
+            ]
+            # best (highest rate at equal accuracy) first
+            sort_key = (-rate.mean if rate else math.inf, method, quant)
+            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(found, stored_bits)))
+        rows.sort(key=lambda r: r.sort_key)
+        return rows
+
+    @classmethod
+    def notes(cls, records: Sequence[Mapping]) -> list[str]:
+        line = cls._search_line(records)
+        return [line, ""] if line else []
+
+    @staticmethod
+    def _search_line(records: Sequence[Mapping]) -> str | None:
+        specs = set()
+        for rec in records:
+            s = rec.get("search")
+            if isinstance(s, Mapping):
+                specs.add((num(s.get("lo")), num(s.get("hi")), num(s.get("tolerance"))))
+        if not specs:
+            return None
+
+        def one(lo, hi, tol):
+            rng = f"[{sig(lo, trim=True) if lo is not None else '?'}×, {sig(hi, trim=True) if hi is not None else '?'}×]"
+            within = f"within {sig(tol, trim=True)} pts of dense" if tol is not None else "tolerance unknown"
+            return f"highest rate in {rng} {within}"
+
+        ordered = sorted(specs, key=lambda t: tuple(math.inf if v is None else v for v in t))
+        return "Search: " + "; ".join(one(*s) for s in ordered) + "."
+
+    @classmethod
+    def sections(cls, records: Sequence[Mapping]) -> list[str]:
+        """Non-structured vs structured at equal accuracy, storage incl. index (the
+        comparison of ADMM-NN-S): one row per method, one column pair per structure."""
+        ea = [r for r in records if r.get("protocol") == "equal_accuracy" and not is_error(r)]
+        structures = sorted({structure_of(r) for r in ea}, key=lambda s: (s != "unstructured", s))
+        if "unstructured" not in structures or len(structures) < 2:
+            return []
+        by_method: dict[str, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
+        for rec in ea:
+            by_method[method_label(rec)][structure_of(rec)].append(rec)
+        header = ["Method"]
+        for st in structures:
+            header += [f"{st}: rate found", f"{st}: storage incl. index"]
+        header.append("Smallest storage at equal accuracy")
+        rows = []
+        for method in sorted(by_method):
+            cells = [method]
+            best, best_x = DASH, None
+            for st in structures:
+                found = [r for r in by_method[method].get(st, []) if rate_found_of(r) is not None]
+                storage = mean_of(found, lambda r: num(dig(r, "hardware", "storage", "compression_with_index_x")))
+                cells += [fmt_stat(stat_of(found, rate_found_of), sig), times(storage)]
+                if storage is not None and (best_x is None or storage > best_x):
+                    best, best_x = st, storage
+            cells.append(best)
+            rows.append(cells)
+        return [
+            "## Structured vs non-structured at equal accuracy",
+            "",
+            "The same accuracy tolerance for every structure, quantization applied, and storage counted "
+            "with the sparse format's index (the cheapest format per layer): the comparison ADMM-NN-S "
+            "(Ma et al., IEEE TNNLS 2022) argues any pruning result needs. Storage = fp32 dense bits / stored bits.",
+            "",
+            *table(header, "l" + "rr" * len(structures) + "l", rows),
+            "",
+        ]
+
+    @classmethod
+    def comparison_figures(cls, records: Sequence[Mapping], metric: str) -> list[ComparisonFigure]:
+        found = [r for r in records if rate_found_of(r) is not None]
+        return [ComparisonFigure("rate found", stat_of(found, rate_found_of), sig, ratio=True),
+                *super().comparison_figures(records, metric)]

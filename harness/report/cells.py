@@ -1,0 +1,183 @@
+"""Reading stored records and formatting table cells: the pieces every
+protocol's leaderboard rows and every page are made of."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from .stats import Stat
+
+__all__ = ["DASH", "Row", "fixed", "sig", "fmt_stat", "acc2", "signed2", "times", "cell_text", "table", "num", "dig",
+           "canon", "method_label", "structure_of", "quant_label", "is_error", "order_key", "primary_metric",
+           "distinct", "stored_bits", "macs_left_pct", "status_cell"]
+
+DASH = "—"
+
+
+def fixed(x: float, digits: int, sign: bool = False) -> str:
+    text = f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+    if float(text) == 0:  # no "-0.00"
+        text = f"{0.0:+.{digits}f}" if sign else f"{0.0:.{digits}f}"
+    return text
+
+
+def sig(x: float, figures: int = 3, trim: bool = False) -> str:
+    """``figures`` significant digits without exponent (large values keep all digits)."""
+    if x == 0:
+        return "0"
+    digits = max(0, figures - 1 - math.floor(math.log10(abs(x))))
+    text = fixed(x, digits)
+    if trim and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def fmt_stat(stat: Stat | None, fmt, half_fmt=None) -> str:
+    """``mean ± half``, or ``mean (n=1)`` for one seed; ``half_fmt`` defaults to ``fmt``."""
+    if stat is None:
+        return DASH
+    if stat.half is None:
+        return f"{fmt(stat.mean)} (n=1)"
+    return f"{fmt(stat.mean)} ± {(half_fmt or fmt)(stat.half)}"
+
+
+def acc2(x: float) -> str:
+    return fixed(x, 2)
+
+
+def signed2(x: float) -> str:
+    return fixed(x, 2, sign=True)
+
+
+def cell_text(value: Any) -> str:
+    text = DASH if value is None or value == "" else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def table(header: Sequence[str], aligns: str, rows: Sequence[Sequence[Any]]) -> list[str]:
+    """GitHub pipe table; ``aligns`` is one of l/r per column."""
+    out = ["| " + " | ".join(cell_text(h) for h in header) + " |"]
+    out.append("|" + "|".join(":---" if a == "l" else "---:" for a in aligns) + "|")
+    out.extend("| " + " | ".join(cell_text(c) for c in row) + " |" for row in rows)
+    return out
+
+
+def num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def method_label(rec: Mapping) -> str:
+    name = dig(rec, "method", "name") if isinstance(rec.get("method"), Mapping) else rec.get("method")
+    version = dig(rec, "method", "version")
+    name = str(name) if name else "?"
+    return f"{name} v{version}" if version not in (None, "") else name
+
+
+def structure_of(rec: Mapping) -> str:
+    return str(rec.get("structure") or dig(rec, "target", "structure") or DASH)
+
+
+def quant_label(rec: Mapping) -> str:
+    q = dig(rec, "target", "quantization")
+    if not isinstance(q, Mapping):
+        return ""
+    bits, scheme, levels = q.get("bits"), q.get("scheme"), q.get("levels")
+    if levels:  # an explicit level set: its size says more than a bit width
+        count = len(levels) if isinstance(levels, (list, tuple)) else levels
+        return f"{count}-level set"
+    parts = []
+    if bits is not None:
+        parts.append(f"{bits}-bit")
+    if scheme:
+        parts.append(str(scheme))
+    return " ".join(parts) or "quantized"
+
+
+def is_error(rec: Mapping) -> bool:
+    return rec.get("status") == "error"
+
+
+def order_key(rec: Mapping) -> tuple:
+    """Deterministic age order: ``created`` then the record's canonical form."""
+    return (str(rec.get("created") or ""), canon(rec))
+
+
+def primary_metric(records: Sequence[Mapping]) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for rec in records:
+        if rec.get("primary_metric"):
+            counts[str(rec["primary_metric"])] += 1
+    if not counts:
+        return "metric"
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def distinct(records: Iterable[Mapping], key: str) -> str:
+    values = sorted({str(r[key]) for r in records if r.get(key) not in (None, "")})
+    return ", ".join(values) if values else DASH
+
+
+def stored_bits(rec: Mapping) -> float | None:
+    storage = dig(rec, "hardware", "storage")
+    bits = num(dig(storage, "stored_bits"))
+    if bits is None:  # derive from the ratio when only that was recorded
+        dense, ratio = num(dig(storage, "fp32_dense_bits")), num(dig(storage, "compression_with_index_x"))
+        if dense is not None and ratio:
+            bits = dense / ratio
+    return bits if bits is not None and bits > 0 else None
+
+
+def macs_left_pct(rec: Mapping) -> float | None:
+    compute = dig(rec, "hardware", "compute")
+    dense, left = num(dig(compute, "dense_macs")), num(dig(compute, "remaining_macs"))
+    if dense is None or left is None or dense <= 0:
+        return None
+    return 100.0 * left / dense
+
+
+@dataclass
+class Row:
+    """One table row, also one point of the Pareto plot."""
+
+    method: str
+    structure: str
+    protocol: str
+    cells: list
+    sort_key: tuple
+    metric: Stat | None
+    bits: float | None
+
+
+def status_cell(valid: Sequence[Mapping], n_errors: int, extra: str = "") -> str:
+    parts = []
+    if valid:
+        met = sum(1 for r in valid if r.get("status") == "passed")
+        parts.append(f"{met}/{len(valid)} met expect")
+    if extra:
+        parts.append(extra)
+    if n_errors:
+        parts.append(f"{n_errors} error{'s' if n_errors != 1 else ''}")
+    return ", ".join(parts) or DASH
+
+
+def times(v: float | None) -> str:
+    return DASH if v is None else f"{sig(v)}×"

@@ -1,0 +1,144 @@
+"""The Pareto plot of a suite page: accuracy against stored bits, one panel
+per structure, one colour per method on every page, one marker per protocol."""
+
+from __future__ import annotations
+
+import io
+import math
+from types import SimpleNamespace
+from typing import Mapping, Sequence
+
+from prunebench.protocols.base import ordered
+
+from .cells import Row, acc2, dig, num
+from .stats import Stat, mean_of
+
+__all__ = ["method_colour", "focus_floor", "pareto_png", "protocol_style"]
+
+
+def protocol_style(name: str):
+    """The installed protocol's plot style, or a plain one for an unknown name."""
+    from prunebench import registry
+    from prunebench.registry import PluginError
+
+    try:
+        return registry.protocols.get(name)
+    except PluginError:
+        return SimpleNamespace(marker="D", filled=True, joined=False, title=name.replace("_", " "))
+
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+#: built-in methods keep these colours on every page; others get one from their name
+_METHOD_COLOURS = {"magnitude": "#1f77b4", "random": "#7f7f7f", "admm": "#d62728", "admm_memristor": "#8c564b",
+                   "slr": "#2ca02c", "autoprune": "#ff7f0e", "pattern": "#9467bd", "pe_ternary": "#e377c2"}
+
+
+def method_colour(method_label: str) -> str:
+    """One colour per method (its name without the version), the same on every page."""
+    import hashlib
+
+    name = method_label.split(" v")[0].split(" + ")[0]
+    if name in _METHOD_COLOURS:
+        return _METHOD_COLOURS[name]
+    index = int(hashlib.sha1(name.encode()).hexdigest(), 16) % len(_COLOURS)
+    return _COLOURS[index]
+
+
+def focus_floor(values: Sequence[float], dense: Stat | None) -> float | None:
+    """The lowest accuracy the axis shows: Tukey's lower fence (Q1 - 1.5 IQR)
+    of the cells, so a collapsed cell (chance level) does not squeeze the
+    rest into a corner; None when nothing lies below it."""
+    xs = sorted(values)
+    if len(xs) < 4:
+        return None
+    q1, q3 = xs[len(xs) // 4], xs[(3 * len(xs)) // 4]
+    fence = q1 - 1.5 * max(q3 - q1, 0.5)
+    return fence if xs[0] < fence else None
+
+
+def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None, records: Sequence[Mapping]) -> bytes | None:
+    points = [r for r in rows if r.metric is not None and r.bits is not None]
+    if not points:
+        return None
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    structures = sorted({r.structure for r in points})
+    protocols = ordered({r.protocol for r in points})
+    styles = {p: protocol_style(p) for p in protocols}
+    fp32 = mean_of(records, lambda r: num(dig(r, "hardware", "storage", "fp32_dense_bits")))
+    # style "default" ignores the user's matplotlibrc, so output is reproducible
+    with matplotlib.style.context("default"):
+        cols = min(3, len(structures))
+        nrows = math.ceil(len(structures) / cols)
+        fig = Figure(figsize=(3.6 * cols + 2.4, 3.3 * nrows + 0.6), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        methods_seen: set[str] = set()
+        any_below = False
+        for k, structure in enumerate(structures):
+            ax = axes[k // cols][k % cols]
+            mine = [r for r in points if r.structure == structure]
+            # each panel focuses on where its methods differ
+            floor = focus_floor([r.metric.mean for r in mine], dense)
+            any_below = any_below or floor is not None
+            top = max([r.metric.mean + (r.metric.half or 0.0) for r in mine]
+                      + ([dense.mean + (dense.half or 0.0)] if dense is not None else []))
+            for method in sorted({r.method for r in mine}):
+                colour = method_colour(method)
+                methods_seen.add(method)
+                for proto in protocols:
+                    style = styles[proto]
+                    filled = style.filled
+                    pts = sorted((r.bits, r.metric.mean, r.metric.half or 0.0) for r in mine
+                                 if r.method == method and r.protocol == proto)
+                    if not pts:
+                        continue
+                    shown = [(x, y, e) for x, y, e in pts if floor is None or y >= floor]
+                    if shown:
+                        xs, ys, es = zip(*shown)
+                        ax.errorbar(xs, ys, yerr=es, fmt=style.marker, linestyle="-" if style.joined else "none",
+                                    color=colour, mfc=colour if filled else "none", capsize=3, markersize=5, linewidth=1)
+                    for x, y, _ in pts:  # collapsed cells: at the bottom edge, value written beside
+                        if floor is not None and y < floor:
+                            ax.plot([x], [floor], marker="v", color=colour, mfc=colour if filled else "none",
+                                    markersize=7, linestyle="none", clip_on=False)
+                            ax.annotate(f"{y:.0f}", (x, floor), textcoords="offset points", xytext=(4, 3),
+                                        fontsize=6, color=colour)
+            if dense is not None:
+                ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1)
+                if dense.half:
+                    ax.axhspan(dense.mean - dense.half, dense.mean + dense.half, color="0.88", zorder=0)
+                if fp32 is not None and fp32 > 0:
+                    ax.plot([fp32], [dense.mean], marker="*", markersize=10, color="black", linestyle="none")
+            ax.set_xscale("log")
+            ax.set_title(structure, fontsize=9)
+            ax.grid(True, which="both", linewidth=0.3)
+            ax.tick_params(labelsize=7)
+            if floor is not None:
+                ax.set_ylim(floor, top + 0.02 * (top - floor))
+            ax.set_ylabel(f"{metric} (%)", fontsize=8)
+            if k // cols == nrows - 1:
+                ax.set_xlabel("stored bits incl. index", fontsize=8)
+        for k in range(len(structures), nrows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        handles = [Line2D([], [], color=method_colour(m), marker="o", linestyle="-", markersize=5, label=m)
+                   for m in sorted(methods_seen)]
+        handles += [Line2D([], [], color="0.3", marker=styles[p].marker, mfc="0.3" if styles[p].filled else "none",
+                           linestyle="-" if styles[p].joined else "none", label=styles[p].title.lower())
+                    for p in protocols]
+        if dense is not None:
+            handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {acc2(dense.mean)}"))
+        if any_below:
+            handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+        fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.6 * cols + 2.4), 0.95))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
