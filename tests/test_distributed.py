@@ -14,7 +14,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(rank: int, world: int, port: int, out: str) -> None:
+def _run(rank: int, world: int, port: int, out: str, device: str = "cpu") -> None:
     """Dense training then ADMM (penalty, Z/U state, masks, quantizer) on LeNet-5."""
     import os
 
@@ -28,10 +28,10 @@ def _run(rank: int, world: int, port: int, out: str) -> None:
     from prunebench.target import Quantization
     from prunebench.tasks.classification import ClassificationConfig, ClassificationTask
 
-    assert distributed.init_from_env("cpu") == (world > 1)
+    assert distributed.init_from_env(device) == (world > 1)
     cfg = parse(ClassificationConfig, {"model": "lenet5", "batch_size": 64,
                                        "data": {"name": "synthetic", "synthetic_train": 512, "synthetic_test": 128}})
-    task = ClassificationTask(cfg)
+    task = ClassificationTask(cfg, device=f"cuda:{rank}" if device == "cuda" else device)
     task.prepare()
     torch.manual_seed(0)
     model = task.build_model()
@@ -40,7 +40,7 @@ def _run(rank: int, world: int, port: int, out: str) -> None:
                     quantization=Quantization(bits=4))
     trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=2, seed=0, progress=False)
     info = ADMM().compress(model, target, trainer)
-    torch.save({"state": model.state_dict(), "epochs_spent": trainer.epochs_spent, "steps": trainer.steps_taken,
+    torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "epochs_spent": trainer.epochs_spent, "steps": trainer.steps_taken,
                 "primal": [r["primal_residual"] for r in (info or {}).get("residuals", [])
                            if isinstance(r, dict) and "primal_residual" in r]},
                f"{out}/rank{rank}-of{world}.pt")
@@ -48,11 +48,14 @@ def _run(rank: int, world: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs two CUDA devices")])])
+def test_two_processes_match_one_process(tmp_path, device):
+    """gloo on CPU; nccl on two GPUs."""
     import torch.multiprocessing as mp
 
-    _run(0, 1, 0, str(tmp_path))
-    mp.spawn(_run, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _run(0, 1, 0, str(tmp_path), device)
+    mp.spawn(_run, args=(2, _free_port(), str(tmp_path), device), nprocs=2, join=True)
     one = torch.load(tmp_path / "rank0-of1.pt", weights_only=True)
     r0 = torch.load(tmp_path / "rank0-of2.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1-of2.pt", weights_only=True)
