@@ -24,19 +24,28 @@ formats are counted exactly:
   numel + nnz*b_w;
 - CSR: nnz*b_w values, nnz column indices of ceil(log2 cols) bits, rows+1
   row pointers of ceil(log2(nnz+1)) bits (each index width at least 1 bit);
-- relative index (Deep Compression, arXiv 1510.00149; ADMM-NN-S,
-  arXiv 1907.02124): one stream of entries over the row-major flattened
-  matrix, each a b-bit gap and a b_w-bit value.  *Gap convention*: an entry
-  at flat position p has gap p - q, where q is the previous entry's position
-  and q = -1 before the first entry, so every gap is >= 1 and a nonzero at
-  position 0 has gap 1.  A field holds gaps up to M = 2^b - 1; a larger gap g
-  is bridged by filler entries (value 0, gap M), ceil(g/M) - 1 of them, each
-  costing b + b_w bits.  Bits: (nnz + fillers) * (b + b_w).  Row boundaries
-  follow from the positions, so there are no row pointers.  b is
-  ``Config.relative_index_bits`` or, when None, per layer the b in 1..16
-  with the fewest bits (the smallest such b on a tie).  Measuring the first
-  gap from 0 instead (Deep Compression's Fig. 2) would differ by at most one
-  filler per layer.
+- relative index (Deep Compression, arXiv 1510.00149, Sec. 2 and Fig. 2;
+  EIE, arXiv 1602.01528, Sec. III; ADMM-NN-S, arXiv 1907.02124): one stream
+  of entries over the row-major flattened matrix, each a b-bit relative index
+  and a b_w-bit value.  *Gap convention*: an entry at flat position p has
+  gap g = p - q, where q is the previous entry's position and q = -1 before
+  the first entry, so every gap is >= 1 and a nonzero at position 0 has gap
+  1.  The b-bit field stores g - 1, the number of zeros skipped (EIE's z:
+  "the number of zeros before" the entry, 4 bits holding 0..15), so a gap up
+  to M = 2^b fits; Deep Compression's Fig. 2 likewise encodes a difference
+  of 8 in 3 bits.  A larger gap g is bridged by filler entries (a stored
+  zero placed M positions after the previous entry), ceil(g/M) - 1 =
+  floor((g - 1)/M) of them, each costing b + b_w bits: a gap of exactly 2^b
+  needs none, a gap of 2^b + 1 one.  Bits: (nnz + fillers) * (b + b_w).  Row
+  boundaries follow from the positions, so there are no row pointers.  The
+  width b comes from ``Config.relative_index_width_mode`` (recorded in the
+  figure of that name): ``best`` picks per layer the b in 1..16 with the
+  fewest bits (the smallest such b on a tie), or uses
+  ``Config.relative_index_bits`` for every layer when that is set (mode
+  ``fixed``); ``deep_compression`` uses the paper's widths, 8 bits for conv
+  layers and 5 for fully connected ones (Sec. 2).  Fig. 2 measures the first
+  entry's difference from position 0 rather than -1; that changes at most
+  one filler per layer.
 
 ``stored_bits`` of a layer is its cheapest format (``format``; ties go to
 the format that needs the least decoding, in the order of ``FORMATS``).
@@ -51,12 +60,12 @@ size), alignment and padding of real file formats, entropy coding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
 
-from prunebench.config import Between, PositiveInt, Validated
+from prunebench.config import Between, ConfigError, PositiveInt, Validated
 from prunebench.interfaces import Figure, HardwareModel
 
 from ._figures import ratio, sum_layers
@@ -75,6 +84,7 @@ __all__ = [
     "kept_rows_cols",
     "compact_bits",
     "relative_index_gaps",
+    "relative_index_max_gap",
     "relative_index_filler_counts",
     "relative_index_bits",
     "pattern_bits",
@@ -85,6 +95,9 @@ __all__ = [
 FP32_BITS = 32
 #: Widths searched when ``relative_index_bits`` is None.
 MAX_RELATIVE_INDEX_BITS = 16
+#: Deep Compression's relative-index widths (arXiv 1510.00149, Sec. 2): conv and fully connected layers
+DEEP_COMPRESSION_CONV_INDEX_BITS = 8
+DEEP_COMPRESSION_FC_INDEX_BITS = 5
 # Order breaks ties: the format needing the least decoding first.
 FORMATS = ("dense", "compact", "pattern", "bitmap", "csr", "relative_index")
 #: The bits figure of each format.
@@ -164,18 +177,24 @@ def relative_index_gaps(mask2d) -> np.ndarray:
     return np.diff(positions, prepend=-1)
 
 
+def relative_index_max_gap(width: int) -> int:
+    """The largest gap a ``width``-bit relative index holds: 2^width (it stores
+    gap - 1, the zeros skipped; Deep Compression Fig. 2, EIE Sec. III)."""
+    return 1 << int(width)
+
+
 def relative_index_filler_counts(gaps: np.ndarray, max_width: int = MAX_RELATIVE_INDEX_BITS) -> np.ndarray:
     """Filler entries for every width b = 1..max_width (index b-1).
 
     fillers(b) = sum over gaps of ceil(g / M) - 1 = floor((g - 1) / M),
-    M = 2^b - 1.  Only gaps with g - 1 >= M add any, so each wider b scans
+    M = 2^b.  Only gaps with g - 1 >= M add any, so each wider b scans
     only the gaps the previous b kept: about 3-4 passes over the gap array
     in total at typical densities instead of max_width.
     """
     counts = np.zeros(max_width, dtype=np.int64)
     skipped = np.asarray(gaps, dtype=np.int64) - 1  # zeros between an entry and the previous one
     for b in range(1, max_width + 1):
-        m = (1 << b) - 1
+        m = relative_index_max_gap(b)
         skipped = skipped[skipped >= m]
         if skipped.size == 0:
             break
@@ -190,7 +209,7 @@ def relative_index_bits(mask2d, value_bits: int, width: int | None = None) -> tu
     nnz = gaps.size
     bw = int(value_bits)
     if width is not None:
-        m = (1 << int(width)) - 1
+        m = relative_index_max_gap(width)
         fillers = int(((gaps - 1) // m).sum()) if nnz else 0
         return (nnz + fillers) * (bw + int(width)), int(width), fillers
     fillers = relative_index_filler_counts(gaps)
@@ -236,7 +255,8 @@ def layer_storage(
     """All storage figures of one GEMM-view mask stored at ``value_bits``.
 
     ``kernel_numel`` is kh*kw of a conv layer (1 for linear: no pattern
-    format); ``relative_width`` fixes the relative-index b (None: optimal).
+    format); ``relative_width`` fixes the relative-index b (None: the
+    cheapest b in 1..16).
     """
     m = _as_2d(mask2d)
     bw = int(value_bits)
@@ -326,16 +346,47 @@ class StorageModel(HardwareModel):
     ``cols``, ``pattern_library_size`` and ``pattern_kept_kernels`` (None
     where pattern does not apply), ``pattern_format`` (``pattern`` or the
     fallback format) and ``format`` (one of ``FORMATS``).
+    ``relative_index_width_mode`` records how the relative-index widths were
+    chosen: ``best`` (cheapest per layer), ``fixed`` (``relative_index_bits``)
+    or ``deep_compression`` (8 bits conv, 5 bits fc).
     """
 
     @dataclass(frozen=True)
     class Config(Validated):
         #: bits per weight of a layer whose ``weight_bits`` is None (unquantized)
         dense_bits: PositiveInt = 32
-        #: relative-index gap width b; None: per layer the cheapest b in 1..16
+        #: how the relative-index width b is chosen: "best": per layer the cheapest
+        #: b in 1..16 (or ``relative_index_bits`` for every layer when set);
+        #: "deep_compression": 8 bits for conv layers, 5 for fully connected
+        #: (Deep Compression, arXiv 1510.00149, Sec. 2)
+        relative_index_width_mode: Literal["best", "deep_compression"] = "best"
+        #: one relative-index width b for every layer; None: chosen by the mode
         relative_index_bits: Annotated[int, Between(1, 32)] | None = None
 
-    version = "2"
+        def __post_init__(self):
+            super().__post_init__()
+            if self.relative_index_bits is not None and self.relative_index_width_mode != "best":
+                raise ConfigError(
+                    "relative_index_bits",
+                    f"expected null when relative_index_width_mode is {self.relative_index_width_mode!r}, "
+                    f"got {self.relative_index_bits!r}",
+                )
+
+        @property
+        def width_mode(self) -> str:
+            """The mode as recorded: "fixed", "best" or "deep_compression"."""
+            return "fixed" if self.relative_index_bits is not None else self.relative_index_width_mode
+
+    version = "3"
+
+    def relative_width(self, layer: "LayerRecord") -> int | None:
+        """The layer's relative-index width under the config (None: cheapest)."""
+        cfg = self.config
+        if cfg.relative_index_bits is not None:
+            return cfg.relative_index_bits
+        if cfg.relative_index_width_mode == "deep_compression":
+            return DEEP_COMPRESSION_CONV_INDEX_BITS if layer.kind == "conv" else DEEP_COMPRESSION_FC_INDEX_BITS
+        return None
 
     def layer_figures(self, layer: "LayerRecord") -> dict[str, Figure]:
         rows, cols = layer.gemm_shape()
@@ -345,7 +396,7 @@ class StorageModel(HardwareModel):
         shape = layer.weight_shape
         kernel = shape[2] * shape[3] if len(shape) == 4 else 1
         return layer_storage(
-            layer.mask.reshape(rows, cols), bits, kernel_numel=kernel, relative_width=self.config.relative_index_bits
+            layer.mask.reshape(rows, cols), bits, kernel_numel=kernel, relative_width=self.relative_width(layer)
         )
 
     def score(self, artifact: "CompressedModel", *, model=None, example_input=None) -> dict[str, Figure]:
@@ -358,5 +409,6 @@ class StorageModel(HardwareModel):
             out[key[: -len("bits")] + "compression_x"] = ratio(fp32, totals[key])
         out["relative_index_filler_fraction"] = ratio(totals["relative_index_fillers"], totals["nonzero_weights"])
         out["index_overhead_fraction"] = ratio(totals["stored_bits"] - totals["value_bits"], totals["stored_bits"])
+        out["relative_index_width_mode"] = self.config.width_mode
         out.update(per_layer)
         return out

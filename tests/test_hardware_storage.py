@@ -71,15 +71,16 @@ def test_4x6_bitmap_and_relative_index_by_hand():
     assert bitmap_bits(MASK_4x6, b) == 52
     # row-major positions 0, 3, 13, 15, 18, 19, 23; gaps from position -1:
     assert relative_index_gaps(MASK_4x6).tolist() == [1, 3, 10, 2, 3, 1, 4]
-    # fillers(b) = sum(ceil(g / (2^b - 1)) - 1):
-    # b=1 (M=1): sum(g - 1) = 0+2+9+1+2+0+3 = 17
-    # b=2 (M=3): gap 10 -> 3, gap 4 -> 1; = 4
-    # b=3 (M=7): gap 10 -> 1; b>=4: 0
-    assert relative_index_filler_counts(relative_index_gaps(MASK_4x6))[:5].tolist() == [17, 4, 1, 0, 0]
-    # bits = (7 + fillers) * (4 + b): b=1 24*5 = 120, b=2 11*6 = 66, b=3 8*7 = 56,
-    # b=4 7*8 = 56, b=5 7*9 = 63 -> best 56, smallest b on the tie: 3
-    assert relative_index_bits(MASK_4x6, b) == (56, 3, 1)
-    assert relative_index_bits(MASK_4x6, b, width=2) == (66, 2, 4)
+    # a b-bit index holds gaps up to M = 2^b; fillers(b) = sum(ceil(g / 2^b) - 1):
+    # b=1 (M=2): gap 3 -> 1, 10 -> 4, 2 -> 0, 3 -> 1, 4 -> 1; = 7
+    # b=2 (M=4): gap 10 -> 2, gap 4 -> 0 (fits exactly); = 2
+    # b=3 (M=8): gap 10 -> 1; b>=4: 0
+    assert relative_index_filler_counts(relative_index_gaps(MASK_4x6))[:5].tolist() == [7, 2, 1, 0, 0]
+    # bits = (7 + fillers) * (4 + b): b=1 14*5 = 70, b=2 9*6 = 54, b=3 8*7 = 56,
+    # b=4 7*8 = 56, b=5 7*9 = 63 -> best 54 at b=2
+    assert relative_index_bits(MASK_4x6, b) == (54, 2, 2)
+    assert relative_index_bits(MASK_4x6, b, width=2) == (54, 2, 2)
+    assert relative_index_bits(MASK_4x6, b, width=3) == (56, 3, 1)
     assert relative_index_bits(MASK_4x6, b, width=4) == (56, 4, 0)
 
 
@@ -93,13 +94,14 @@ def test_4x6_model_figures():
     assert s["csr_index_bits"] == 36
     assert s["compact_bits"] == 58
     assert s["bitmap_bits"] == 52
-    assert s["relative_index_bits"] == 56
-    assert (s["layer.fc.relative_index_width_bits"], s["relative_index_fillers"]) == (3, 1)
-    assert s["relative_index_filler_fraction"] == pytest.approx(1 / 7)
+    assert s["relative_index_bits"] == 54
+    assert (s["layer.fc.relative_index_width_bits"], s["relative_index_fillers"]) == (2, 2)
+    assert s["relative_index_filler_fraction"] == pytest.approx(2 / 7)
+    assert s["relative_index_width_mode"] == "best"
     # linear layer: no pattern format; falls back to its cheapest other format
     assert (s["pattern_bits"], s["layer.fc.pattern_format"]) == (52, "bitmap")
     assert s["layer.fc.pattern_library_size"] is None and s["layer.fc.pattern_kept_kernels"] is None
-    # min(96, 58, 52, 64, 56) = 52, bitmap
+    # min(96, 58, 52, 64, 54) = 52, bitmap
     assert s["stored_bits"] == 52
     assert s["layer.fc.format"] == "bitmap"
     assert s["layer.fc.csr_bits"] == 64
@@ -108,7 +110,7 @@ def test_4x6_model_figures():
     assert s["csr_compression_x"] == pytest.approx(12.0)  # 768 / 64
     assert s["quantized_dense_compression_x"] == pytest.approx(8.0)  # 768 / 96
     assert s["bitmap_compression_x"] == pytest.approx(768 / 52)
-    assert s["relative_index_compression_x"] == pytest.approx(768 / 56)
+    assert s["relative_index_compression_x"] == pytest.approx(768 / 54)
     assert s["compact_compression_x"] == pytest.approx(768 / 58)
     assert s["pattern_compression_x"] == pytest.approx(768 / 52)
     assert s["index_overhead_fraction"] == pytest.approx(24 / 52)  # (52-28)/52
@@ -117,7 +119,7 @@ def test_4x6_model_figures():
 def test_4x6_fp32_weights():
     # weight_bits None -> 32 bits: dense 768; CSR 7*32 + 36 = 260;
     # compact 3*4*32 + 10 = 394; bitmap 24 + 224 = 248;
-    # relative index (7 + fillers) * (32 + b): b=3 8*35 = 280, b=4 7*36 = 252 (best)
+    # relative index (7 + fillers) * (32 + b): b=2 9*34 = 306, b=3 8*35 = 280, b=4 7*36 = 252 (best)
     s = StorageModel().score(CompressedModel([record("fc", MASK_4x6, bits=None)]))
     assert s["quantized_dense_bits"] == 768
     assert s["value_bits"] == 224
@@ -131,9 +133,10 @@ def test_4x6_fp32_weights():
 
 
 def test_fixed_relative_index_width():
-    # b fixed at 2: (7 + 4 fillers) * (4 + 2) = 66 (see test_4x6_bitmap_and_relative_index_by_hand)
-    s = StorageModel(StorageModel.Config(relative_index_bits=2)).score(CompressedModel([record("fc", MASK_4x6, 4)]))
-    assert (s["relative_index_bits"], s["relative_index_fillers"], s["layer.fc.relative_index_width_bits"]) == (66, 4, 2)
+    # b fixed at 3: (7 + 1 filler) * (4 + 3) = 56 (see test_4x6_bitmap_and_relative_index_by_hand)
+    s = StorageModel(StorageModel.Config(relative_index_bits=3)).score(CompressedModel([record("fc", MASK_4x6, 4)]))
+    assert (s["relative_index_bits"], s["relative_index_fillers"], s["layer.fc.relative_index_width_bits"]) == (56, 1, 3)
+    assert s["relative_index_width_mode"] == "fixed"
     assert parse(StorageModel.Config, {"relative_index_bits": 5}, "hardware.storage").relative_index_bits == 5
     assert parse(StorageModel.Config, {"relative_index_bits": None}, "hardware.storage").relative_index_bits is None
     for bad in (0, 33, True, 2.5):
@@ -169,8 +172,11 @@ def test_filter_pruned_conv():
     assert s["pattern_bits"] == 357
     assert (s["layer.conv.pattern_library_size"], s["layer.conv.pattern_kept_kernels"]) == (1, 9)
     # relative index: gaps 1 and 26 ones, then 28 (54 - 26), 26 ones, 55 (135 - 80), 26 ones;
-    # b=3 (M=7): ceil(28/7)-1 + ceil(55/7)-1 = 3 + 7 = 10 fillers -> 91 * 7 = 637
-    assert (s["relative_index_bits"], s["relative_index_fillers"]) == (637, 10)
+    # fillers floor(27/M) + floor(54/M), M = 2^b, bits (81 + fillers) * (4 + b):
+    # b=1: 13 + 27 = 40 -> 605; b=2: 6 + 13 = 19 -> 600 (best); b=3: 3 + 6 = 9 -> 630;
+    # b=4: 1 + 3 = 4 -> 680; b=5: 0 + 1 -> 738; b=6: 0 -> 810
+    assert (s["relative_index_bits"], s["relative_index_fillers"]) == (600, 19)
+    assert s["layer.conv.relative_index_width_bits"] == 2
     assert s["bitmap_bits"] == 216 + 324
     # the connectivity bitmap plus a 9-bit library (33 bits) beat the keep bitmaps (35)
     assert s["stored_bits"] == 357
@@ -232,10 +238,11 @@ def test_totals_are_sums_of_layers():
 def naive_relative_index(mask: torch.Tensor, value_bits: int, width: int) -> tuple[int, int, list]:
     """Reference encoder with plain loops: (bits, fillers, entries).
 
-    Walks the row-major positions; the first gap is measured from -1.  A gap
-    over M = 2^width - 1 emits (M, 0) filler entries until it fits.
+    Walks the row-major positions; the first gap is measured from -1.  The
+    field stores gap - 1 (the zeros skipped, EIE's z), so a gap up to
+    M = 2^width fits; a longer one emits (M, 0) filler entries until it fits.
     """
-    limit = 2**width - 1
+    limit = 2**width
     flat = [bool(v) for v in mask.reshape(-1).tolist()]
     entries, previous, fillers = [], -1, 0
     for pos, nonzero in enumerate(flat):
@@ -248,6 +255,7 @@ def naive_relative_index(mask: torch.Tensor, value_bits: int, width: int) -> tup
             gap -= limit
         entries.append((gap, 1))
         previous = pos
+    assert all(0 <= gap - 1 < 2**width for gap, _ in entries)  # every stored field fits in width bits
     return len(entries) * (width + value_bits), fillers, entries
 
 
@@ -266,15 +274,15 @@ def test_gap_overflow_forces_fillers():
     mask[0, 2] = mask[2, 2] = True
     # gaps: 2 - (-1) = 3 and 22 - 2 = 20 (it crosses a whole row)
     assert relative_index_gaps(mask).tolist() == [3, 20]
-    # b=3: M=7; gap 20 -> ceil(20/7) - 1 = 2 fillers (7 + 7 + 6);
+    # b=3: M=8; gap 20 -> ceil(20/8) - 1 = 2 fillers (8 + 8 + 4);
     # 2 values + 2 fillers = 4 entries of 4 + 3 bits = 28
     assert relative_index_bits(mask, 4, width=3) == (28, 3, 2)
     bits, fillers, entries = naive_relative_index(mask, 4, 3)
     assert (bits, fillers) == (28, 2)
-    assert entries == [(3, 1), (7, 0), (7, 0), (6, 1)]
+    assert entries == [(3, 1), (8, 0), (8, 0), (4, 1)]
     assert naive_decode(entries, 30) == mask.reshape(-1).tolist()
-    # over b=1..16: b=1 (3-1)+(20-1) = 21 fillers -> 23 * 5 = 115; b=2 6 fillers -> 8 * 6 = 48;
-    # b=3 28; b=4 (M=15) 1 filler -> 3 * 8 = 24; b=5 (M=31) none -> 2 * 9 = 18 (best); b>5 more
+    # over b=1..16: b=1 (M=2) 1 + 9 = 10 fillers -> 12 * 5 = 60; b=2 (M=4) 4 fillers -> 6 * 6 = 36;
+    # b=3 28; b=4 (M=16) 1 filler -> 3 * 8 = 24; b=5 (M=32) none -> 2 * 9 = 18 (best); b>5 more
     assert relative_index_bits(mask, 4, width=4) == (24, 4, 1)
     assert relative_index_bits(mask, 4) == (18, 5, 0)
     s = StorageModel(StorageModel.Config(relative_index_bits=3)).score(CompressedModel([record("fc", mask, 4)]))
@@ -300,9 +308,10 @@ def test_pattern_by_hand():
     assert s["pattern_bits"] == 73
     # others: dense 36*4 = 144; bitmap 36 + 48 = 84; compact 2 rows x 8 cols * 4 + 2 + 18 = 84;
     # CSR 48 + 12*ceil(log2 18)=60 + 3*ceil(log2 13)=12 -> 120;
-    # relative: gaps 1,2,2,2,12,2,2,2,4,2,1,1; b=3: one filler for 12 -> 13 * 7 = 91
+    # relative: gaps 1,2,2,2,12,2,2,2,4,2,1,1; b=1 (M=2): 5 + 1 fillers -> 18 * 5 = 90;
+    # b=2 (M=4): 2 fillers for 12, none for 4 -> 14 * 6 = 84 (best); b=3: 1 -> 13 * 7 = 91; b=4: 12 * 8 = 96
     assert (s["quantized_dense_bits"], s["bitmap_bits"], s["compact_bits"], s["csr_bits"]) == (144, 84, 84, 120)
-    assert (s["relative_index_bits"], s["layer.conv.relative_index_width_bits"]) == (91, 3)
+    assert (s["relative_index_bits"], s["layer.conv.relative_index_width_bits"]) == (84, 2)
     assert s["layer.conv.format"] == "pattern"
     assert s["stored_bits"] == 73
 
@@ -425,7 +434,7 @@ def test_relative_index_matches_reference(mask, b, width):
 def test_filler_counts_match_the_formula(gaps):
     counts = relative_index_filler_counts(torch.tensor(gaps, dtype=torch.int64).numpy())
     for b in range(1, 17):
-        assert counts[b - 1] == sum(math.ceil(g / (2**b - 1)) - 1 for g in gaps)
+        assert counts[b - 1] == sum(math.ceil(g / 2**b) - 1 for g in gaps)
 
 
 @settings(max_examples=60, deadline=None)
@@ -520,3 +529,108 @@ def test_save_load_round_trip_scores_the_same(tmp_path):
     assert before == after
     assert before["layer.3.compact_kept_rows"] == 11
     assert before["stored_bits"] < before["quantized_dense_bits"]
+
+
+# ------------------------------------- relative index: the papers' gap bound
+#
+# Deep Compression (arXiv 1510.00149, Sec. 2, Fig. 2: a difference of 8 still
+# fits 3 bits) and EIE (arXiv 1602.01528, Sec. III: 4-bit z counts up to 15
+# zeros before an entry): a b-bit relative index encodes a gap up to 2^b; a
+# filler zero entry is needed only when the gap exceeds 2^b.
+
+
+def two_nonzeros(gap: int) -> torch.Tensor:
+    """A 1 x (gap + 1) row with nonzeros at positions 0 and ``gap``: gaps [1, gap]."""
+    mask = torch.zeros(1, gap + 1, dtype=torch.bool)
+    mask[0, 0] = mask[0, gap] = True
+    return mask
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("times, plus, fillers", [
+    (1, 0, 0),  # gap exactly 2^b: fits, no filler
+    (1, 1, 1),  # gap 2^b + 1: one filler
+    (1, -1, 0),  # gap 2^b - 1: fits
+    (2, 0, 1),  # gap 2^(b+1): one filler covers 2^b, the entry the other 2^b
+    (2, 1, 2),  # gap 2^(b+1) + 1: two fillers
+])
+def test_gap_of_two_to_the_b_fits(width, times, plus, fillers):
+    gap = times * 2**width + plus
+    if gap < 1:
+        pytest.skip("a gap is at least 1")
+    mask = two_nonzeros(gap)
+    assert relative_index_gaps(mask).tolist() == [1, gap]
+    # 2 nonzeros + fillers entries of (value 4 + index b) bits
+    assert relative_index_bits(mask, 4, width=width) == ((2 + fillers) * (4 + width), width, fillers)
+    assert naive_relative_index(mask, 4, width)[:2] == ((2 + fillers) * (4 + width), fillers)
+
+
+def test_gap_bound_by_hand_3_bits():
+    # Deep Compression's Fig. 2 example width, 3 bits, values 4 bits (7 bits an entry)
+    # gap 8 (7 zeros skipped, stored as 7 = 0b111): entries (1, 8) -> 2 * 7 = 14 bits
+    assert relative_index_bits(two_nonzeros(8), 4, width=3) == (14, 3, 0)
+    # gap 9: a filler 8 positions on, then the entry 1 further -> 3 * 7 = 21 bits
+    assert relative_index_bits(two_nonzeros(9), 4, width=3) == (21, 3, 1)
+    assert naive_relative_index(two_nonzeros(9), 4, 3)[2] == [(1, 1), (8, 0), (1, 1)]
+    # the first entry's gap counts from -1: a lone nonzero at position 8 has gap 9
+    lone = torch.zeros(1, 9, dtype=torch.bool)
+    lone[0, 8] = True
+    assert relative_index_gaps(lone).tolist() == [9]
+    assert relative_index_bits(lone, 4, width=3) == (14, 3, 1)
+    lone7 = torch.zeros(1, 8, dtype=torch.bool)
+    lone7[0, 7] = True
+    assert relative_index_bits(lone7, 4, width=3) == (7, 3, 0)
+
+
+def test_gap_bound_eie_4_bits():
+    # EIE's 4-bit z: 15 zeros before an entry (gap 16) fit; 16 zeros (gap 17) need a padding zero
+    assert relative_index_bits(two_nonzeros(16), 4, width=4) == (2 * 8, 4, 0)
+    assert relative_index_bits(two_nonzeros(17), 4, width=4) == (3 * 8, 4, 1)
+
+
+def dc_model() -> CompressedModel:
+    """conv (2, 30, 3, 3) [GEMM 2 x 270]: nonzeros at flat 0, 256, 513 -> gaps 1, 256, 257;
+    linear (4, 20): nonzeros at flat 0, 32, 65 -> gaps 1, 32, 33.  8-bit values."""
+    conv = torch.zeros(2, 30, 3, 3, dtype=torch.bool)
+    conv.view(-1)[[0, 256, 513]] = True
+    fc = torch.zeros(4, 20, dtype=torch.bool)
+    fc.view(-1)[[0, 32, 65]] = True
+    return CompressedModel([record("conv", conv, bits=8), record("fc", fc, bits=8)])
+
+
+def test_deep_compression_index_widths():
+    cfg = StorageModel.Config(relative_index_width_mode="deep_compression")
+    s = StorageModel(cfg).score(dc_model())
+    assert s["relative_index_width_mode"] == "deep_compression"
+    # conv at 8 bits (M = 256): gap 256 fits, 257 needs 1 filler: 4 entries * (8 + 8) = 64
+    assert (s["layer.conv.relative_index_width_bits"], s["layer.conv.relative_index_fillers"]) == (8, 1)
+    assert s["layer.conv.relative_index_bits"] == 64
+    # fc at 5 bits (M = 32): gap 32 fits, 33 needs 1 filler: 4 entries * (8 + 5) = 52
+    assert (s["layer.fc.relative_index_width_bits"], s["layer.fc.relative_index_fillers"]) == (5, 1)
+    assert s["layer.fc.relative_index_bits"] == 52
+    assert (s["relative_index_bits"], s["relative_index_fillers"]) == (116, 2)
+    # the cheapest width per layer instead: conv b=9 (M=512) no filler: 3 * 17 = 51;
+    # fc b=6 (M=64) no filler: 3 * 14 = 42 (b=5: 52, b=4: 3 fillers, 6 * 12 = 72)
+    best = StorageModel().score(dc_model())
+    assert best["relative_index_width_mode"] == "best"
+    assert (best["layer.conv.relative_index_width_bits"], best["layer.conv.relative_index_bits"]) == (9, 51)
+    assert (best["layer.fc.relative_index_width_bits"], best["layer.fc.relative_index_bits"]) == (6, 42)
+    assert best["relative_index_bits"] == 93
+    # one width for all: b=5 -> conv fillers floor(255/32) + floor(256/32) = 7 + 8 = 15:
+    # 18 * 13 = 234; fc 52; total 286
+    fixed = StorageModel(StorageModel.Config(relative_index_bits=5)).score(dc_model())
+    assert fixed["relative_index_width_mode"] == "fixed"
+    assert (fixed["layer.conv.relative_index_bits"], fixed["relative_index_bits"]) == (234, 286)
+
+
+def test_width_mode_config():
+    parsed = parse(StorageModel.Config, {"relative_index_width_mode": "deep_compression"}, "hardware.storage")
+    assert parsed.relative_index_width_mode == "deep_compression" and parsed.width_mode == "deep_compression"
+    assert StorageModel.Config().width_mode == "best"
+    assert StorageModel.Config(relative_index_bits=4).width_mode == "fixed"
+    with pytest.raises(ConfigError, match="relative_index_width_mode: expected one of 'best', 'deep_compression'"):
+        parse(StorageModel.Config, {"relative_index_width_mode": "eie"}, "hardware.storage")
+    # a fixed width and the paper's widths together are contradictory
+    with pytest.raises(ConfigError, match="relative_index_bits: expected null when relative_index_width_mode is"):
+        parse(StorageModel.Config, {"relative_index_width_mode": "deep_compression", "relative_index_bits": 4},
+              "hardware.storage")

@@ -336,3 +336,159 @@ def test_arguments_are_checked():
         KittiBox("Car", (10, 0, 5, 5))
     with pytest.raises(ValueError, match="occluded"):
         KittiBox("Car", CAR, occluded=4)
+
+
+# ----------------------------------------------------------------- devkit boundaries
+#
+# The current devkit's cleanData (cpp/evaluate_object.cpp of the 2017 object
+# devkit) ignores ground truth when occlusion > MAX_OCCLUSION, truncation >
+# MAX_TRUNCATION or height <= MIN_HEIGHT, and ignores a detection when
+# int(|y2 - y1|) < MIN_HEIGHT.  MIN_HEIGHT = 40/25/25, MAX_OCCLUSION = 0/1/2,
+# MAX_TRUNCATION = 0.15/0.3/0.5 for easy/moderate/hard.  ``n_gt`` is the
+# devkit's count of non-ignored ground truth, the recall denominator.
+
+
+def counted_gt(box: KittiBox, cls: str = "Car") -> dict[str, int]:
+    """How many of one image's ground truth (this box) each level counts."""
+    return {lvl: kitti_curve([[box]], [[]], cls, lvl).n_gt for lvl in LEVELS}
+
+
+@pytest.mark.parametrize("y1, y2, expected", [
+    # exactly 25 px: 25 <= 25 -> ignored at Moderate and Hard (and Easy)
+    (0.0, 25.0, {"easy": 0, "moderate": 0, "hard": 0}),
+    (10.0, 35.0, {"easy": 0, "moderate": 0, "hard": 0}),
+    # just above 25 px counts at Moderate and Hard
+    (0.0, 25.5, {"easy": 0, "moderate": 1, "hard": 1}),
+    (0.0, 26.0, {"easy": 0, "moderate": 1, "hard": 1}),
+    # exactly 40 px: 40 <= 40 -> ignored at Easy, counted at Moderate/Hard
+    (10.0, 50.0, {"easy": 0, "moderate": 1, "hard": 1}),
+    (0.0, 40.0, {"easy": 0, "moderate": 1, "hard": 1}),
+    # just above 40 px counts everywhere
+    (0.0, 40.25, {"easy": 1, "moderate": 1, "hard": 1}),
+])
+def test_ground_truth_at_min_height_is_ignored(y1, y2, expected):
+    assert counted_gt(KittiBox("Car", (0.0, y1, 100.0, y2))) == expected
+
+
+@pytest.mark.parametrize("truncated, expected", [
+    # truncation > MAX_TRUNCATION fails; a box exactly at the maximum counts
+    (0.15, {"easy": 1, "moderate": 1, "hard": 1}),
+    (0.16, {"easy": 0, "moderate": 1, "hard": 1}),
+    (0.3, {"easy": 0, "moderate": 1, "hard": 1}),
+    (0.31, {"easy": 0, "moderate": 0, "hard": 1}),
+    (0.5, {"easy": 0, "moderate": 0, "hard": 1}),
+    (0.51, {"easy": 0, "moderate": 0, "hard": 0}),
+])
+def test_ground_truth_at_max_truncation_counts(truncated, expected):
+    assert counted_gt(KittiBox("Car", CAR, truncated=truncated)) == expected
+
+
+@pytest.mark.parametrize("occluded, expected", [
+    # occlusion > MAX_OCCLUSION fails; a box exactly at the maximum counts;
+    # occlusion 3 ("unknown") fails every level
+    (0, {"easy": 1, "moderate": 1, "hard": 1}),
+    (1, {"easy": 0, "moderate": 1, "hard": 1}),
+    (2, {"easy": 0, "moderate": 0, "hard": 1}),
+    (3, {"easy": 0, "moderate": 0, "hard": 0}),
+])
+def test_ground_truth_at_max_occlusion_counts(occluded, expected):
+    assert counted_gt(KittiBox("Car", CAR, occluded=occluded)) == expected
+
+
+@pytest.mark.parametrize("height, expected", [
+    # a second, undetected car per image of exactly 25 px: ignored at every
+    # level (<= 25, <= 40), so Car AP stays 100.  (With a strict '<' it would
+    # count at Moderate/Hard: 160 GT, 80 TP -> 50 / 54.5455.)
+    (25.0, same(100.0, 100.0)),
+    # exactly 40 px: ignored at Easy only; Moderate/Hard 160 GT, 80 TP
+    (40.0, {"easy": (100.0, 100.0), "moderate": (50.0, 600 / 11), "hard": (50.0, 600 / 11)}),
+    # 41 px: counted at every level
+    (41.0, same(50.0, 600 / 11)),
+])
+def test_undetected_ground_truth_at_min_height_changes_ap(height, expected):
+    gt, dets = car_scene(extra_gt=[KittiBox("Car", (200.0, 0.0, 300.0, height))])
+    assert_aps(evaluate_kitti(gt, dets), expected)
+
+
+@pytest.mark.parametrize("height, expected", [
+    # an unmatched Car detection above every TP: int(h) < MIN_HEIGHT ignores it.
+    # exactly 40 px counts at Easy as well (40 < 40 is false): FP everywhere
+    (40.0, same(50.0, 50.0)),
+    # 39.9 px -> int 39 < 40: ignored at Easy, an FP at Moderate/Hard
+    (39.9, {"easy": (100.0, 100.0), "moderate": (50.0, 50.0), "hard": (50.0, 50.0)}),
+    # 25.9 px -> int 25: counted at Moderate/Hard like 25 px
+    (25.9, {"easy": (100.0, 100.0), "moderate": (50.0, 50.0), "hard": (50.0, 50.0)}),
+])
+def test_detection_at_min_height_counts(height, expected):
+    gt, dets = scene80(lambda k: (
+        [KittiBox("Car", CAR)],
+        [KittiBox("Car", CAR, score=tp_score(k)),
+         KittiBox("Car", (200.0, 10.0, 300.0, 10.0 + height), score=1.5 - 0.001 * k)],
+    ))
+    assert_aps(evaluate_kitti(gt, dets), expected)
+
+
+def test_box_of_25_px_is_ignored_ground_truth_but_a_counted_detection():
+    # GT and detection both exactly 25 px, matched (IoU 1): at Moderate the GT
+    # is ignored (<= 25) while the detection counts (25 >= 25); the match is
+    # neither TP nor FP, so Car has no counted ground truth: AP None.
+    box = (0.0, 0.0, 100.0, 25.0)
+    gt, dets = [[KittiBox("Car", box)]], [[KittiBox("Car", box, score=0.9)]]
+    curve = kitti_curve(gt, dets, "Car", "moderate")
+    assert curve.n_gt == 0 and curve.ap_r40 is None
+    # the same detection with a 50 px car elsewhere detected: the 25 px match is
+    # not an FP, so P = 1 in the single slot: R11 = 100/11
+    gt[0].append(KittiBox("Car", CAR))
+    dets[0].append(KittiBox("Car", CAR, score=0.8))
+    res = evaluate_kitti(gt, dets, classes=("Car",))
+    assert res["Car"]["moderate"] == {"AP_R40": 0.0, "AP_R11": pytest.approx(100 / 11)}
+
+
+@pytest.mark.parametrize("other, cls, expected", [
+    # the neighbour rule goes one way in the devkit: Van is ignored for Car and
+    # Person_sitting for Pedestrian, not the reverse.  Evaluating Van, a Van
+    # detection on a Car is an FP: 80 FPs above all TPs -> 50
+    ("Car", "Van", 50.0),
+    ("Pedestrian", "Person_sitting", 50.0),
+    # and the forward pairs are ignored -> 100
+    ("Van", "Car", 100.0),
+    ("Person_sitting", "Pedestrian", 100.0),
+])
+def test_neighbour_rule_is_one_way(other, cls, expected):
+    box = CAR if cls in ("Car", "Van") else (0.0, 0.0, 20.0, 50.0)
+    far = (200.0, 0.0, 200.0 + box[2], 50.0)
+    gt, dets = scene80(lambda k: (
+        [KittiBox(cls, box), KittiBox(other, far)],
+        [KittiBox(cls, box, score=tp_score(k)), KittiBox(cls, far, score=1.5 - 0.001 * k)],
+    ))
+    assert_aps(evaluate_kitti(gt, dets, classes=(cls,)), same(expected, expected), cls=cls)
+
+
+def test_undetected_neighbour_is_not_a_false_negative():
+    # an undetected Van next to each car: ignored for Car (not FN) -> 100;
+    # counted as Van ground truth when Van is evaluated (no Van detections) -> 0
+    gt, dets = car_scene(extra_gt=[KittiBox("Van", ELSEWHERE)])
+    res = evaluate_kitti(gt, dets, classes=("Car", "Van"))
+    assert_aps(res, same(100.0, 100.0), cls="Car")
+    assert_aps(res, same(0.0, 0.0), cls="Van")
+
+
+@pytest.mark.parametrize("name, x1, expected", [
+    # detection (200, 0, 300, 50), area 5000, in a DontCare region from x1 to 400:
+    # own-area overlap (300 - x1) * 50 / 5000.  Exactly 0.7 (x1 = 230) is not
+    # > 0.7: an FP -> 50; 0.72 (x1 = 228) is absorbed -> 100
+    ("DontCare", 230.0, 50.0),
+    ("DontCare", 228.0, 100.0),
+    # the DontCare name matches in any case, as strcasecmp does
+    ("dontcare", 228.0, 100.0),
+    ("DONTCARE", 228.0, 100.0),
+])
+def test_dontcare_overlap_is_strict(name, x1, expected):
+    region = KittiBox(name, (x1, 0.0, 400.0, 60.0), truncated=-1, occluded=-1)
+    det = (200.0, 0.0, 300.0, 50.0)
+    assert box_overlap_own_area(np.array([det]), np.array([region.bbox]))[0, 0] == (300.0 - x1) / 100.0
+    gt, dets = scene80(lambda k: (
+        [KittiBox("Car", CAR), region],
+        [KittiBox("Car", CAR, score=tp_score(k)), KittiBox("Car", det, score=1.5 - 0.001 * k)],
+    ))
+    assert_aps(evaluate_kitti(gt, dets), same(expected, expected))

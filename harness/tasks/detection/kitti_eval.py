@@ -1,18 +1,35 @@
 """KITTI 2D object detection AP, following the official devkit's rules.
 
-The rules are those of ``evaluate_object.cpp`` in the KITTI object devkit
-(methods digest, section 10); this is an independent numpy implementation.
+The rules are those of ``cpp/evaluate_object.cpp`` in the current KITTI object
+devkit (the 2017 release with the 3D and bird's-eye metrics; methods digest,
+section 10); this is an independent numpy implementation.
 
 Difficulty levels are cumulative (Moderate includes Easy, Hard includes
 Moderate):
 
-=========  ===========  =============  ==============
-level      min height   max occlusion  max truncation
-=========  ===========  =============  ==============
-easy       40 px        0              0.15
-moderate   25 px        1              0.30
-hard       25 px        2              0.50
-=========  ===========  =============  ==============
+=========  ==========================  =============  ==============
+level      ground truth height         max occlusion  max truncation
+=========  ==========================  =============  ==============
+easy       more than 40 px             0              0.15
+moderate   more than 25 px             1              0.30
+hard       more than 25 px             2              0.50
+=========  ==========================  =============  ==============
+
+Boundaries, as the devkit's ``cleanData`` compares them:
+
+* a ground truth box is ignored when ``height <= MIN_HEIGHT`` (height
+  ``y2 - y1`` as a float): a box exactly 25 px high is ignored at Moderate
+  and Hard, one exactly 40 px high at Easy.  The older 2D-only devkit
+  compared ``height < MIN_HEIGHT``; the current one (and the Python ports in
+  second.pytorch and OpenPCDet) use ``<=``;
+* it is ignored when ``occlusion > MAX_OCCLUSION`` or
+  ``truncation > MAX_TRUNCATION``: occlusion 1 and truncation exactly 0.30
+  still count at Moderate;
+* a detection is ignored when ``int(|y2 - y1|) < MIN_HEIGHT`` (the height is
+  truncated to an integer, then compared strictly): a detection exactly 25 px
+  high counts at Moderate, one 24.9 px high is ignored.  Detections and
+  ground truth thus differ at the boundary: a 25 px box is an ignored ground
+  truth but a counted detection at Moderate.
 
 A detection is a true positive when its IoU with a ground-truth box is
 *strictly greater* than 0.7 (Car, Van, Truck, Tram) or 0.5 (Pedestrian,
@@ -20,20 +37,30 @@ Person_sitting, Cyclist).
 
 Ignore rules, per class and difficulty:
 
-* Ground truth of a neighbour class (Van for Car, Person_sitting for
-  Pedestrian, and the reverse) and ground truth of the class failing the
-  difficulty filter are *ignored*: a detection matched to them is neither TP
-  nor FP, and they are never FN.  Ground truth of any other class (Truck for
-  Car, DontCare, ...) is not considered at all, so a Car detection on a Truck
-  is a false positive.
-* Detections shorter than the level's minimum height are ignored (so a
-  24.9 px detection is ignored at Moderate).  This is the devkit rule; the
-  Python ports in second.pytorch / OpenPCDet comment it out and so
-  score slightly differently.  As in the devkit, the height test comes before
-  the class test, so a short detection of *another* class can still be
-  assigned (as ignored) to a ground truth box of this class.
-* An unmatched detection whose intersection with a DontCare box, divided by
-  the detection's own area, exceeds the class IoU threshold is not an FP.
+* Ground truth of the neighbour class and ground truth of the class failing
+  the difficulty filter are *ignored*: a detection matched to them is neither
+  TP nor FP, and they are never FN.  The devkit has exactly two neighbour
+  pairs and they go one way: Van boxes are ignored when Car is evaluated and
+  Person_sitting boxes when Pedestrian is evaluated.  Ground truth of any
+  other class (Truck for Car, Car for Van, DontCare, ...) is not considered
+  at all, so a Car detection on a Truck is a false positive.
+* Detections shorter than the level's minimum height are ignored (see above).
+  This is the devkit rule; the Python ports in second.pytorch / OpenPCDet
+  comment it out and so score slightly differently.  As in the devkit, the
+  height test comes before the class test, so a short detection of *another*
+  class can still be assigned (as ignored) to a ground truth box of this
+  class.
+* DontCare regions are the ground truth boxes named DontCare (any case).  An
+  unmatched, counted detection whose intersection with a DontCare box,
+  divided by the detection's own area, exceeds the class IoU threshold
+  (strictly) is not an FP.
+
+The devkit evaluates Car, Pedestrian and Cyclist only.  Van, Truck, Tram and
+Person_sitting can be evaluated here as well, with the same rules: none of
+them has a neighbour class (the devkit's neighbour test names the evaluated
+class, Car or Pedestrian), so for Van a Car ground truth box is simply
+another class.  Some third-party forks add the reverse pairs (Car ignored for
+Van, Pedestrian for Person_sitting); this module does not.
 
 AP uses the devkit's two passes:
 
@@ -99,12 +126,11 @@ MIN_OVERLAP: dict[str, float] = {
     "cyclist": 0.5,
 }
 
-#: ground truth of the neighbour class is ignored rather than not considered
+#: when the key class is evaluated, ground truth of the value class is ignored
+#: rather than not considered; one way only, as in the devkit's cleanData
 NEIGHBOUR: dict[str, str] = {
     "car": "van",
-    "van": "car",
     "pedestrian": "person_sitting",
-    "person_sitting": "pedestrian",
 }
 
 DONTCARE = "dontcare"
@@ -112,6 +138,13 @@ DONTCARE = "dontcare"
 
 @dataclass(frozen=True)
 class Difficulty:
+    """The devkit's MIN_HEIGHT / MAX_OCCLUSION / MAX_TRUNCATION for one level.
+
+    Ground truth counts when ``height > min_height``, ``occluded <=
+    max_occlusion`` and ``truncated <= max_truncation``; a detection counts
+    when ``int(height) >= min_height``.
+    """
+
     name: str
     min_height: int
     max_occlusion: int
@@ -212,8 +245,7 @@ class _Image:
     gt_occluded: np.ndarray
     gt_truncated: np.ndarray
     det_names: list[str]
-    # |y2 - y1|; the devkit truncates it to int first, which cannot change
-    # a comparison with the whole-pixel minimum heights
+    # int(|y2 - y1|), truncated toward zero as the devkit's int32_t height
     det_height: np.ndarray
     scores: np.ndarray
     iou: np.ndarray  # [n_gt, n_det]
@@ -230,7 +262,7 @@ class _Image:
             gt_occluded=np.asarray([g.occluded for g in gt], np.int64),
             gt_truncated=np.asarray([g.truncated for g in gt], np.float64),
             det_names=[d.name.lower() for d in dets],
-            det_height=np.abs(det_boxes[:, 3] - det_boxes[:, 1]),
+            det_height=np.trunc(np.abs(det_boxes[:, 3] - det_boxes[:, 1])),
             scores=np.asarray([d.score for d in dets], np.float64),
             iou=box_iou(gt_boxes, det_boxes),
             dontcare_overlap=box_overlap_own_area(det_boxes, dc_boxes),
@@ -258,10 +290,12 @@ class _Flags:
 def _clean(img: _Image, cls: str, level: Difficulty, min_overlap: float) -> _Flags:
     same = np.asarray([n == cls for n in img.gt_names], bool)
     neighbour = np.asarray([n == NEIGHBOUR.get(cls) for n in img.gt_names], bool)
+    # boundaries as in the devkit: occlusion and truncation strictly above the
+    # level's maximum fail, and so does a box *at* the minimum height (<=)
     fails_level = (
         (img.gt_occluded > level.max_occlusion)
         | (img.gt_truncated > level.max_truncation)
-        | (img.gt_height < level.min_height)
+        | (img.gt_height <= level.min_height)
     )
     ignored_gt = np.full(len(img.gt_names), -1, np.int64)
     ignored_gt[neighbour | (same & fails_level)] = 1
@@ -269,7 +303,8 @@ def _clean(img: _Image, cls: str, level: Difficulty, min_overlap: float) -> _Fla
 
     det_same = np.asarray([n == cls for n in img.det_names], bool)
     ignored_det = np.where(det_same, 0, -1).astype(np.int64)
-    ignored_det[img.det_height < level.min_height] = 1  # height first, as in the devkit
+    # height first, as in the devkit; detections compare strictly (int(h) < min)
+    ignored_det[img.det_height < level.min_height] = 1
     in_dontcare = (img.dontcare_overlap > min_overlap).any(axis=1)
     return _Flags(ignored_gt, ignored_det, in_dontcare)
 

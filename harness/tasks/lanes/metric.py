@@ -4,27 +4,46 @@ Source of the rules: ``evaluate/lane.py`` of github.com/TuSimple/tusimple-benchm
 Lanes are x-coordinates sampled at fixed ``h_samples`` rows; a negative x
 (TuSimple writes -2) means the lane has no point on that row.
 
-Per image (``bench_image``):
+Per image (``bench_image``), in the order the official ``bench`` applies
+the rules:
 
+0. A predicted lane whose length is not ``len(h_samples)`` rejects the
+   submission.  Then an image whose run_time is strictly over 200 ms, or that
+   has more than #GT + 2 predicted lanes, scores (0, 0, 1) without its GT
+   lanes being looked at: FN rate 1 even for an image with no GT lane, and no
+   error for a malformed GT lane.
 1. For each GT lane fit x = k*y + b by least squares on its valid points
    (x >= 0); fewer than two valid points means k = 0.  The lane's threshold
-   is ``20 / cos(arctan k)`` pixels, so a slanted lane gets a wider one.
+   is ``20 / cos(arctan k)`` pixels, so a slanted lane gets a wider one.  The
+   official code fits with scikit-learn's ``LinearRegression`` (which centres
+   both variables and solves with ``scipy.linalg.lstsq``, LAPACK gelsd) and
+   takes ``np.arctan`` / ``np.cos``; ``lane_threshold`` does the same
+   arithmetic with scipy directly, so thresholds agree to the last bit.  A
+   closed-form slope (cov / var) is off by an ulp on about a third of lanes,
+   which flips exact ties: a lane of slope 3/4 has threshold
+   25.000000000000004 there, not 25, so a prediction exactly 25 px off hits.
 2. Point accuracy of a prediction against a GT lane: the share of the
    ``len(h_samples)`` rows where ``|x_pred - x_gt| < threshold`` (strict),
    after every negative x is replaced by -100 in both lanes; a row invalid
-   in both therefore counts as correct.
+   in both therefore counts as correct.  A blank predicted lane (all -2) is
+   a lane like any other: it scores the share of rows where the GT lane has
+   no point, and it counts in #pred.
 3. Each GT lane takes its best prediction's point accuracy; below 0.85 it is
-   a false negative, otherwise it is matched.  Matching is not one-to-one:
-   one prediction may match several GT lanes.
+   a false negative, otherwise (0.85 included, e.g. 17 of 20 rows) it is
+   matched.  Matching is not one-to-one: one prediction may match several GT
+   lanes, and a GT lane listed twice is matched twice.
 4. FP = #pred - #matched (negative when one prediction matched two lanes; the
    official code keeps that).  With more than 4 GT lanes one FN is forgiven
    and the worst lane's accuracy is dropped from the sum.
 5. accuracy = sum(best) / max(min(4, #GT), 1); FP rate = FP / #pred (0 with
    no predictions); FN rate = FN / max(min(#GT, 4), 1).
-6. A per-image runtime over 200 ms scores (0, 0, 1).
 
-Over a set (``bench_records``): the three per-image figures are summed and
-divided by the number of GT images.
+Over a set (``bench_records``): the three per-image figures are summed in
+prediction order and divided by the number of distinct GT images.  The
+official file counts GT *lines* for its "one prediction per GT line" check
+but keys the GT by ``raw_file`` (a repeated GT line keeps its last copy and
+counts once in the divisor), and it parses every line of both files as JSON,
+so a blank line rejects the submission (``bench_files``).
 
 Two revisions of the official file exist and differ in the edge rules.
 ``OFFICIAL`` is the final one (commit 365c4cd, 2017-07-17, the repository's
@@ -36,13 +55,14 @@ transcribes.  Where they differ:
 rule                       OFFICIAL (2017-07-17)          EARLY_2017_05 (2017-05-31)
 =========================  =============================  =============================
 pred lane of wrong length  the submission is rejected     image scores (0, 0, 1)
-                           (ValueError here)
+                           (LaneFormatError here)
 #pred > #GT + 2            image scores (0, 0, 1)         no such rule
 FN rate denominator        max(min(#GT, 4), 1)            max(#GT, 1)
 run_time of a prediction   used (> 200 ms: (0, 0, 1))     ignored (taken as 0)
 pred for an unknown image  submission rejected            FN sum += 1
-GT image with no pred      submission rejected            adds 0 to every sum, still
-                                                          counts in the divisor
+#pred lines != #GT lines   submission rejected            no such check; an image with
+                                                          no pred adds 0 to every sum,
+                                                          still counts in the divisor
 =========================  =============================  =============================
 
 F1 is not part of the official evaluator.  ``f1_from_rates`` gives the one
@@ -53,7 +73,6 @@ precision = 1 - FP, recall = 1 - FN.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
@@ -111,7 +130,7 @@ class Revision(Validated):
     fn_denominator_cap: int | None
     #: False: the set-level evaluator ignores each record's run_time (uses 0)
     uses_run_time: bool
-    #: True: every GT image needs exactly one prediction and every prediction a GT image
+    #: True: as many prediction records as GT lines, and every prediction for a GT image
     strict_set: bool
 
 
@@ -125,21 +144,35 @@ REVISIONS = {r.name: r for r in (OFFICIAL, EARLY_2017_05)}
 # --------------------------------------------------------------- per image
 
 
-def _slope(xs: np.ndarray, ys: np.ndarray) -> float:
-    """Least-squares k of x = k*y + b over the valid (x >= 0) points; 0 with fewer than two."""
+def _slope(xs: np.ndarray, ys: np.ndarray) -> np.float64:
+    """Least-squares k of x = k*y + b over the valid (x >= 0) points; 0 with fewer than two.
+
+    The arithmetic is that of scikit-learn's ``LinearRegression().fit(ys[:, None], xs)``
+    (what the official evaluator calls), step for step, so that k is the same
+    float: the design matrix is a fresh (n, 1) float64 array, both variables
+    are centred by ``np.average`` over axis 0, and the centred system goes to
+    ``scipy.linalg.lstsq`` with its default driver (gelsd).  For one column the
+    rank cut-off (sklearn's ``cond``) only matters for an all-zero column, where
+    gelsd returns 0 under any cut-off.
+    """
+    from scipy import linalg
+
     valid = xs >= 0
-    x, y = xs[valid], ys[valid]
-    if x.size < 2:
-        return 0.0
-    dy = y - y.mean()
-    denom = float(dy @ dy)
-    return 0.0 if denom == 0.0 else float(dy @ (x - x.mean())) / denom
+    if np.count_nonzero(valid) < 2:
+        return np.float64(0.0)
+    design = np.array(ys[valid], dtype=np.float64).reshape(-1, 1)
+    target = np.array(xs[valid], dtype=np.float64)
+    design -= np.average(design, axis=0)
+    target = target - np.average(target, axis=0)
+    coef = linalg.lstsq(design, target)[0]
+    return np.float64(coef[0])
 
 
 def lane_threshold(gt_xs: Sequence[float], h_samples: Sequence[float], pixels: float = PIXEL_THRESHOLD) -> float:
-    """``pixels / cos(arctan k)`` for the GT lane's fitted slope k (dx/dy)."""
-    k = _slope(np.asarray(gt_xs, dtype=float), np.asarray(h_samples, dtype=float))
-    return pixels / math.cos(math.atan(k))
+    """``pixels / cos(arctan k)`` for the GT lane's fitted slope k (dx/dy),
+    with numpy's arctan and cos as the official code (bit-exact, see ``_slope``)."""
+    k = _slope(np.asarray(gt_xs, dtype=np.float64), np.asarray(h_samples, dtype=np.float64))
+    return float(pixels / np.cos(np.arctan(k)))
 
 
 def point_accuracy(pred_xs: Sequence[float], gt_xs: Sequence[float], threshold: float) -> float:
@@ -188,9 +221,13 @@ def match_image(
     revision: Revision = OFFICIAL,
     max_runtime_ms: float | None = MAX_RUNTIME_MS,
 ) -> ImageMatch:
-    """Score one image; ``max_runtime_ms=None`` switches the runtime rule off."""
+    """Score one image; ``max_runtime_ms=None`` switches the runtime rule off.
+
+    The whole-image rules come first, as in the official ``bench``: the GT
+    lanes are only checked (a wrong-length GT lane is a data error, never a
+    score) once the image is actually matched.
+    """
     n = len(h_samples)
-    _check_lanes(gt, n, "GT")  # a data error, never a score
     wrong_length = any(len(p) != n for p in pred)
     if wrong_length and revision.wrong_length == "error":
         _check_lanes(pred, n, "predicted")
@@ -202,6 +239,7 @@ def match_image(
     if extra is not None and len(pred) > len(gt) + extra:
         return ImageMatch(*_ZERO, rule="too_many_predictions",
                           detail=f"{len(pred)} predictions > {len(gt)} GT lanes + {extra}")
+    _check_lanes(gt, n, "GT")
     thresholds = tuple(lane_threshold(g, h_samples) for g in gt)
     best = tuple(max((point_accuracy(p, g, t) for p in pred), default=0.0) for g, t in zip(gt, thresholds))
     matched = sum(1 for b in best if b >= MATCH_THRESHOLD)
@@ -282,12 +320,19 @@ def bench_records(
     max_runtime_ms: float | None = MAX_RUNTIME_MS,
 ) -> SetResult:
     """Score JSON-line records: predictions ``{raw_file, lanes, run_time}``
-    against GT ``{raw_file, lanes, h_samples}``, keyed by ``raw_file``."""
-    gts = {_field(g, "raw_file", "GT"): g for g in ground_truth}
+    against GT ``{raw_file, lanes, h_samples}``, keyed by ``raw_file``.
+
+    As in the official file, a GT record repeated for the same ``raw_file``
+    keeps its last copy and counts once in the divisor, but the official
+    revision's count check compares the number of prediction records with
+    the number of GT *records*, repeats included.
+    """
+    gt_lines = list(ground_truth)
+    gts = {_field(g, "raw_file", "GT"): g for g in gt_lines}
     preds = list(predictions)
     if revision.strict_set:
-        if len(preds) != len(gts):
-            raise LaneFormatError(f"{len(preds)} predictions for {len(gts)} GT images (need one per image)")
+        if len(preds) != len(gt_lines):
+            raise LaneFormatError(f"{len(preds)} predictions for {len(gt_lines)} GT lines (need one per line)")
         unknown = [p.get("raw_file") for p in preds if p.get("raw_file") not in gts]
         if unknown:
             raise LaneFormatError(f"{len(unknown)} predictions for images not in the GT, e.g. {unknown[0]!r}")
@@ -314,10 +359,24 @@ def bench_records(
     return SetResult(acc / num, fp / num, fn / num, num, zeroed)
 
 
-def read_json_lines(path: str | os.PathLike) -> list[dict]:
-    """One JSON object per non-empty line (TuSimple's label and prediction format)."""
+def read_json_lines(path: str | os.PathLike, *, skip_blank: bool = False) -> list[dict]:
+    """One JSON object per line (TuSimple's label and prediction format).
+
+    Like the official evaluator, which parses every line, a blank line is an
+    error unless ``skip_blank``; a final newline is not a blank line.
+    """
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                if skip_blank:
+                    continue
+                raise LaneFormatError(f"{path}:{lineno}: blank line (the official evaluator rejects the file)")
+            try:
+                records.append(json.loads(line))
+            except ValueError as e:
+                raise LaneFormatError(f"{path}:{lineno}: not JSON: {e}") from e
+    return records
 
 
 def bench_files(
@@ -327,6 +386,7 @@ def bench_files(
     revision: Revision = OFFICIAL,
     max_runtime_ms: float | None = MAX_RUNTIME_MS,
 ) -> SetResult:
-    """``bench_records`` over two JSON-lines files (the official command-line use)."""
+    """``bench_records`` over two JSON-lines files (the official command-line use);
+    a blank line in either file rejects the submission, as in both revisions."""
     return bench_records(read_json_lines(pred_path), read_json_lines(gt_path),
                          revision=revision, max_runtime_ms=max_runtime_ms)
