@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Literal, Mapping, get_args
 import numpy as np
 
 from prunebench.config import ConfigError, PositiveFloat, Validated
-from prunebench.interfaces import Figure, HardwareModel
+from prunebench.interfaces import Figure, HardwareModel, Headline
 
 from ._figures import ratio, sum_layers
 from .storage import _as_2d, kept_rows_cols
@@ -169,6 +169,8 @@ class ComputeModel(HardwareModel):
                 object.__setattr__(self, "sparse_cost_per_nonzero", frozen)
 
     version = "2"
+    headline = (Headline("remaining_macs_fraction", "MACs left", "%", "lower", scale=100.0, rank=20,
+                         note="remaining / dense MACs"),)
 
     def _costs(self) -> tuple[Mapping[str, float], str | None]:
         if self.config.sparse_cost_per_nonzero is not None:

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from prunebench.config import Between, ConfigError, PositiveInt, Validated
-from prunebench.interfaces import Figure, HardwareModel
+from prunebench.interfaces import Figure, HardwareModel, Headline
 
 from ._figures import ratio, sum_layers
 
@@ -378,6 +378,14 @@ class StorageModel(HardwareModel):
             return "fixed" if self.relative_index_bits is not None else self.relative_index_width_mode
 
     version = "3"
+    headline = (
+        Headline("compression_with_index_x", "Storage (incl. index)", "x", "higher", primary=True, rank=10,
+                 note="fp32 dense bits / stored bits, values plus what is needed to locate them"),
+        Headline("compression_data_only_x", "Storage (data only)", "x", "higher", rank=11,
+                 note="fp32 dense bits / bits of the values alone"),
+        Headline("stored_bits", "stored bits incl. index", "bits", "lower", role="size"),
+        Headline("fp32_dense_bits", "dense fp32 bits", "bits", "lower", role="dense_size"),
+    )
 
     def relative_width(self, layer: "LayerRecord") -> int | None:
         """The layer's relative-index width under the config (None: cheapest)."""

@@ -10,7 +10,7 @@ Public API (everything a plugin author needs):
 """
 
 from .artifact import CompressedModel, LayerRecord
-from .interfaces import DatasetUnavailable, DependencyUnavailable, HardwareModel, Method, NoConfig, Task
+from .interfaces import DatasetUnavailable, DependencyUnavailable, HardwareModel, Headline, Method, NoConfig, Task
 from .target import Quantization, Structure, Target
 from .trainer import BudgetExceeded, Callback, FitReport, KeepMasked, OptimizerConfig, Trainer
 
@@ -29,6 +29,7 @@ __all__ = [
     "DependencyUnavailable",
     "FitReport",
     "HardwareModel",
+    "Headline",
     "KeepMasked",
     "LayerRecord",
     "Method",

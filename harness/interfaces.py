@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Mapping
 
 import torch
 from torch import nn
@@ -19,9 +19,34 @@ if TYPE_CHECKING:
     from .target import Target
     from .trainer import Trainer
 
-__all__ = ["Method", "HardwareModel", "Task", "NoConfig", "DatasetUnavailable", "DependencyUnavailable", "Figure"]
+__all__ = ["Method", "HardwareModel", "Task", "NoConfig", "DatasetUnavailable", "DependencyUnavailable", "Figure",
+           "Headline"]
 
 Figure = float | int | str | None
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A figure of a hardware model that the leaderboards show.
+
+    ``role``: ``column`` (a table column; ``primary`` ones also in the
+    equal-accuracy table), ``size`` (the Pareto plot's x axis) or
+    ``dense_size`` (the dense model's point on that axis).  The report reads
+    only these declarations, never a plugin's figure names."""
+
+    key: str
+    label: str
+    #: "x" (a ratio, shown "12.3×"), "%", or a unit written after the value
+    unit: str
+    better: Literal["higher", "lower"]
+    #: the shown value is ``figure * scale`` (a fraction shown in percent: 100)
+    scale: float = 1.0
+    primary: bool = False
+    role: Literal["column", "size", "dense_size"] = "column"
+    #: column position among all plugins' headlines (lower first)
+    rank: int = 50
+    #: what the figure is, for the page's legend
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,9 @@ class HardwareModel(_Plugin):
     gets the compressed torch ``model`` and an ``example_input`` batch when the
     harness has them; it must return None figures when they are absent.
     """
+
+    #: the figures the leaderboards show (see :class:`Headline`)
+    headline: ClassVar[tuple[Headline, ...]] = ()
 
     @abc.abstractmethod
     def score(

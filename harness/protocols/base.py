@@ -63,7 +63,8 @@ class Protocol(ABC):
     Spec: ClassVar[type]
     #: position among protocols on pages and in item order (lower first)
     order: ClassVar[int] = 100
-    #: leaderboard columns ("{metric}" is filled in) and their alignment (l/r each)
+    #: leaderboard columns ("{metric}" is filled in) and their alignment (l/r each);
+    #: "{hardware}" stands for the hardware models' headline columns
     header: ClassVar[tuple[tuple[str, ...], str]]
     #: Pareto plot: marker, filled or hollow, points of a method joined by a line
     marker: ClassVar[str] = "D"
@@ -117,6 +118,28 @@ class Protocol(ABC):
     @abstractmethod
     def rows(cls, records: Sequence[Mapping], metric: str, structure: str) -> list:
         """The table rows (prunebench.report.Row) of one structure's records."""
+
+    @classmethod
+    def hardware_columns(cls, records: Sequence[Mapping]) -> list:
+        """The headline figures shown where the header says "{hardware}"."""
+        from prunebench.report.cells import headlines
+
+        return headlines(records)
+
+    @classmethod
+    def table_header(cls, records: Sequence[Mapping], metric: str) -> tuple[list[str], str]:
+        """The table's column titles and alignments for these records."""
+        names, aligns = cls.header
+        out_names, out_aligns = [], ""
+        for name, align in zip(names, aligns):
+            if name == "{hardware}":
+                columns = cls.hardware_columns(records)
+                out_names += [h.label for _, h in columns]
+                out_aligns += "r" * len(columns)
+            else:
+                out_names.append(name.format(metric=metric))
+                out_aligns += align
+        return out_names, out_aligns
 
     @classmethod
     def notes(cls, records: Sequence[Mapping]) -> list[str]:

@@ -27,10 +27,13 @@ from prunebench.report.cells import (
     sig,
     signed2,
     status_cell,
-    stored_bits,
+    size_bits,
+    headline_cell,
+    headline_cells,
+    headline_value,
+    headlines,
     structure_of,
     table,
-    times,
 )
 from prunebench.report.stats import mean_of, stat_of
 
@@ -136,7 +139,7 @@ class EqualAccuracy(Protocol):
     title = "Equal accuracy"
     Spec = EqualAccuracySpec
     order = 1
-    header = (("Method", "Rate found (×)", "{metric} at rate", "Δ vs dense (pts)", "Storage (incl. index)",
+    header = (("Method", "Rate found (×)", "{metric} at rate", "Δ vs dense (pts)", "{hardware}",
                "Search runs", "Seeds", "Epochs (search total)", "Status"), "lrrrrrrrl")
     marker, filled, joined = "s", False, False
 
@@ -181,7 +184,12 @@ class EqualAccuracy(Protocol):
         return []
 
     @classmethod
+    def hardware_columns(cls, records: Sequence[Mapping]) -> list:
+        return headlines(records, primary_only=True)
+
+    @classmethod
     def rows(cls, records: Sequence[Mapping], metric: str, structure: str) -> list[Row]:
+        columns = cls.hardware_columns(records)
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
             groups[(method_label(rec), quant_label(rec))].append(rec)
@@ -203,7 +211,7 @@ class EqualAccuracy(Protocol):
                 fmt_stat(rate, sig),
                 fmt_stat(value, acc2),
                 fmt_stat(delta, signed2, acc2),
-                times(mean_of(found, lambda r: num(dig(r, "hardware", "storage", "compression_with_index_x")))),
+                *headline_cells(found, columns),
                 DASH if runs is None else sig(runs, trim=True),
                 str(len(valid)),
                 DASH if epochs is None else sig(epochs, trim=True),
@@ -211,7 +219,7 @@ class EqualAccuracy(Protocol):
             ]
             # best (highest rate at equal accuracy) first
             sort_key = (-rate.mean if rate else math.inf, method, quant)
-            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(found, stored_bits)))
+            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(found, size_bits)))
         rows.sort(key=lambda r: r.sort_key)
         return rows
 
@@ -246,31 +254,37 @@ class EqualAccuracy(Protocol):
         structures = sorted({structure_of(r) for r in ea}, key=lambda s: (s != "unstructured", s))
         if "unstructured" not in structures or len(structures) < 2:
             return []
+        primary = headlines(ea, primary_only=True)
+        if not primary:
+            return []
+        model, head = primary[0]  # the main figure of the first model that declares one
         by_method: dict[str, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
         for rec in ea:
             by_method[method_label(rec)][structure_of(rec)].append(rec)
         header = ["Method"]
         for st in structures:
-            header += [f"{st}: rate found", f"{st}: storage incl. index"]
-        header.append("Smallest storage at equal accuracy")
+            header += [f"{st}: rate found", f"{st}: {head.label}"]
+        header.append(f"Best {head.label} at equal accuracy")
+        sign = 1.0 if head.better == "higher" else -1.0
         rows = []
         for method in sorted(by_method):
             cells = [method]
-            best, best_x = DASH, None
+            best, best_v = DASH, None
             for st in structures:
                 found = [r for r in by_method[method].get(st, []) if rate_found_of(r) is not None]
-                storage = mean_of(found, lambda r: num(dig(r, "hardware", "storage", "compression_with_index_x")))
-                cells += [fmt_stat(stat_of(found, rate_found_of), sig), times(storage)]
-                if storage is not None and (best_x is None or storage > best_x):
-                    best, best_x = st, storage
+                value = mean_of(found, lambda r: headline_value(r, model, head))
+                cells += [fmt_stat(stat_of(found, rate_found_of), sig), headline_cell(head, value)]
+                if value is not None and (best_v is None or sign * value > sign * best_v):
+                    best, best_v = st, value
             cells.append(best)
             rows.append(cells)
         return [
             "## Structured vs non-structured at equal accuracy",
             "",
-            "The same accuracy tolerance for every structure, quantization applied, and storage counted "
-            "with the sparse format's index (the cheapest format per layer): the comparison ADMM-NN-S "
-            "(Ma et al., IEEE TNNLS 2022) argues any pruning result needs. Storage = fp32 dense bits / stored bits.",
+            "The same accuracy tolerance for every structure, quantization applied, and the hardware "
+            f"model's main figure ({model}: {head.label}, {head.better} is better), which for storage counts the "
+            "sparse format's index: the comparison ADMM-NN-S (Ma et al., IEEE TNNLS 2022) argues any pruning "
+            "result needs.",
             "",
             *table(header, "l" + "rr" * len(structures) + "l", rows),
             "",

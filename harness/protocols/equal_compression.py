@@ -15,14 +15,14 @@ from prunebench.report.cells import (
     dig,
     fmt_stat,
     is_error,
-    macs_left_pct,
+    headline_cells,
     method_label,
     num,
     quant_label,
     sig,
     signed2,
     status_cell,
-    stored_bits,
+    size_bits,
     times,
 )
 from prunebench.report.stats import mean_of, stat_of
@@ -55,8 +55,8 @@ class EqualCompression(Protocol):
     title = "Equal compression"
     Spec = EqualCompressionSpec
     order = 0
-    header = (("Method", "Target", "Achieved", "{metric}", "Δ vs dense (pts)", "Storage (incl. index)",
-               "Storage (data only)", "MACs left", "Seeds", "Epochs", "Status"), "lrrrrrrrrrl")
+    header = (("Method", "Target", "Achieved", "{metric}", "Δ vs dense (pts)", "{hardware}", "Seeds", "Epochs",
+               "Status"), "lrrrrrrrl")
     marker, filled, joined = "o", True, True
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -88,6 +88,7 @@ class EqualCompression(Protocol):
             rate = num(dig(rec, "target", "rate"))
             groups[(method_label(rec), rate if rate is not None else math.inf, quant_label(rec))].append(rec)
         rows = []
+        columns = cls.hardware_columns(records)
         for (method, rate, quant), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
@@ -96,7 +97,6 @@ class EqualCompression(Protocol):
                 target = f"{target} + {quant}" if rate != math.inf else quant
             value = stat_of(valid, lambda r: num(dig(r, "metrics", metric)))
             delta = stat_of(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
-            macs = mean_of(valid, macs_left_pct)
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent")))
             cells = [
                 method,
@@ -104,15 +104,13 @@ class EqualCompression(Protocol):
                 times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
                 fmt_stat(value, acc2),
                 fmt_stat(delta, signed2, acc2),
-                times(mean_of(valid, lambda r: num(dig(r, "hardware", "storage", "compression_with_index_x")))),
-                times(mean_of(valid, lambda r: num(dig(r, "hardware", "storage", "compression_data_only_x")))),
-                DASH if macs is None else f"{sig(macs)}%",
+                *headline_cells(valid, columns),
                 str(len(valid)),
                 DASH if epochs is None else sig(epochs, trim=True),
                 status_cell(valid, errors),
             ]
             sort_key = (rate, -value.mean if value else math.inf, method, quant)
-            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(valid, stored_bits)))
+            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(valid, size_bits)))
         rows.sort(key=lambda r: r.sort_key)
         return rows
 

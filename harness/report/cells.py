@@ -13,7 +13,7 @@ from .stats import Stat
 
 __all__ = ["DASH", "Row", "fixed", "sig", "fmt_stat", "acc2", "signed2", "times", "cell_text", "table", "num", "dig",
            "canon", "method_label", "structure_of", "quant_label", "is_error", "order_key", "primary_metric",
-           "distinct", "stored_bits", "macs_left_pct", "status_cell"]
+           "distinct", "status_cell", "headlines", "headline_value", "headline_cell", "headline_cells", "size_bits"]
 
 DASH = "—"
 
@@ -59,11 +59,14 @@ def cell_text(value: Any) -> str:
 
 
 def table(header: Sequence[str], aligns: str, rows: Sequence[Sequence[Any]]) -> list[str]:
-    """GitHub pipe table; ``aligns`` is one of l/r per column."""
-    out = ["| " + " | ".join(cell_text(h) for h in header) + " |"]
-    out.append("|" + "|".join(":---" if a == "l" else "---:" for a in aligns) + "|")
-    out.extend("| " + " | ".join(cell_text(c) for c in row) + " |" for row in rows)
-    return out
+    """GitHub pipe table through tabulate; ``aligns`` is one of l/r per column.
+    Cells are text already formatted here (numbers are not re-parsed)."""
+    from tabulate import tabulate
+
+    text = tabulate([[cell_text(c) for c in row] for row in rows], headers=[cell_text(h) for h in header],
+                    tablefmt="pipe", disable_numparse=True,
+                    colalign=["left" if a == "l" else "right" for a in aligns])
+    return text.splitlines()
 
 
 def num(x: Any) -> float | None:
@@ -136,24 +139,6 @@ def distinct(records: Iterable[Mapping], key: str) -> str:
     return ", ".join(values) if values else DASH
 
 
-def stored_bits(rec: Mapping) -> float | None:
-    storage = dig(rec, "hardware", "storage")
-    bits = num(dig(storage, "stored_bits"))
-    if bits is None:  # derive from the ratio when only that was recorded
-        dense, ratio = num(dig(storage, "fp32_dense_bits")), num(dig(storage, "compression_with_index_x"))
-        if dense is not None and ratio:
-            bits = dense / ratio
-    return bits if bits is not None and bits > 0 else None
-
-
-def macs_left_pct(rec: Mapping) -> float | None:
-    compute = dig(rec, "hardware", "compute")
-    dense, left = num(dig(compute, "dense_macs")), num(dig(compute, "remaining_macs"))
-    if dense is None or left is None or dense <= 0:
-        return None
-    return 100.0 * left / dense
-
-
 @dataclass
 class Row:
     """One table row, also one point of the Pareto plot."""
@@ -181,3 +166,55 @@ def status_cell(valid: Sequence[Mapping], n_errors: int, extra: str = "") -> str
 
 def times(v: float | None) -> str:
     return DASH if v is None else f"{sig(v)}×"
+
+
+# -- hardware headline figures -------------------------------------------------
+
+
+def headlines(records: Iterable[Mapping], role: str = "column", primary_only: bool = False) -> list[tuple[str, Any]]:
+    """(hardware model name, Headline) for the models the records were scored
+    with, as each installed model declares them; ordered by rank, then name.
+    A model not installed here contributes nothing (its figures stay in the
+    records)."""
+    from prunebench import registry
+
+    names = sorted({str(n) for r in records for n in (dig(r, "hardware") or {}) if isinstance(n, str)})
+    out = []
+    for name in names:
+        try:
+            declared = registry.hardware_models.get(name).headline
+        except registry.PluginError:
+            continue
+        out += [(name, h) for h in declared if h.role == role and (h.primary or not primary_only)]
+    return sorted(out, key=lambda nh: (nh[1].rank, nh[0], nh[1].key))
+
+
+def headline_value(rec: Mapping, model: str, headline: Any) -> float | None:
+    value = num(dig(rec, "hardware", model, headline.key))
+    return None if value is None else value * headline.scale
+
+
+def headline_cell(headline: Any, value: float | None) -> str:
+    if value is None:
+        return DASH
+    if headline.unit == "x":
+        return times(value)
+    if headline.unit == "%":
+        return f"{sig(value)}%"
+    return f"{sig(value)} {headline.unit}"
+
+
+def headline_cells(records: Sequence[Mapping], columns: Sequence[tuple[str, Any]]) -> list[str]:
+    """One cell per headline column: the mean over ``records``."""
+    from .stats import mean_of
+
+    return [headline_cell(h, mean_of(records, lambda r, m=m, h=h: headline_value(r, m, h))) for m, h in columns]
+
+
+def size_bits(rec: Mapping) -> float | None:
+    """The record's point on the Pareto plot's size axis (the declared ``size`` headline)."""
+    for model, h in headlines([rec], role="size"):
+        value = headline_value(rec, model, h)
+        if value is not None and value > 0:
+            return value
+    return None

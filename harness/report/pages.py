@@ -40,6 +40,7 @@ from .cells import (
     dig,
     distinct,
     fmt_stat,
+    headlines,
     is_error,
     method_label,
     num,
@@ -160,11 +161,11 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     dense_text = DASH if dense is None else fmt_stat(dense, acc2)
     n_dense = "" if dense is None or dense.half is None else f" (n={dense.n} seeds)"
     lines += [f"- **Dense baseline {metric}: {dense_text}**{n_dense}", ""]
+    legend = " ".join(f"{h.label} = {h.note}." for _, h in headlines(kept) if h.note)
     lines += [
-        f"Metrics in percent, mean ± 95% CI half-width over seeds (Student t, n-1 df); "
-        f"\"(n=1)\": a single seed. Δ vs dense = compressed - dense, in points: negative is a loss. "
-        f"Storage = fp32 dense bits / stored bits, incl. index (values plus what is needed to locate them) "
-        f"or data only (values alone). MACs left = remaining / dense MACs. {DASH}: not modelled or not available.",
+        "Metrics in percent, mean ± 95% CI half-width over seeds (Student t, n-1 df); "
+        "\"(n=1)\": a single seed. Δ vs dense = compressed - dense, in points: negative is a loss. "
+        + (legend + " " if legend else "") + f"{DASH}: not modelled or not available.",
         "",
     ]
     notes = []
@@ -195,14 +196,16 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
         tables += [f"## {cls.title} · {struct}", ""]
         tables += cls.notes(recs)
         rows = cls.rows(recs, metric, struct)
-        header, aligns = cls.header
+        header, aligns = cls.table_header(recs, metric)
         all_rows += rows
-        tables += table([h.format(metric=metric) for h in header], aligns, [r.cells for r in rows]) + [""]
+        tables += table(header, aligns, [r.cells for r in rows]) + [""]
 
+    sizes = headlines(kept, role="size")
+    size_label = sizes[0][1].label if sizes else "size"
     png = pareto_png(suite + (" (smoke)" if smoke else ""), all_rows, metric, dense, kept)
     if png is not None:
         lines += [
-            f"![Pareto plot: {metric} vs stored bits incl. index]({base}-pareto.png)",
+            f"![Pareto plot: {metric} vs {size_label}]({base}-pareto.png)",
             "",
             "Filled markers: equal compression; hollow: equal accuracy (at the rate found). "
             "Error bars: 95% CI. Dashed line: dense baseline.",

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 from prunebench.protocols.base import ordered
 
-from .cells import Row, acc2, dig, num
+from .cells import Row, acc2, headline_value, headlines
 from .stats import Stat, mean_of
 
 __all__ = ["method_colour", "focus_floor", "pareto_png", "protocol_style"]
@@ -70,7 +70,10 @@ def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None,
     structures = sorted({r.structure for r in points})
     protocols = ordered({r.protocol for r in points})
     styles = {p: protocol_style(p) for p in protocols}
-    fp32 = mean_of(records, lambda r: num(dig(r, "hardware", "storage", "fp32_dense_bits")))
+    sizes = headlines(records, role="size")
+    size_label = sizes[0][1].label if sizes else "size"
+    dense_sizes = headlines(records, role="dense_size")
+    fp32 = None if not dense_sizes else mean_of(records, lambda r: headline_value(r, *dense_sizes[0]))
     # style "default" ignores the user's matplotlibrc, so output is reproducible
     with matplotlib.style.context("default"):
         cols = min(3, len(structures))
@@ -123,7 +126,7 @@ def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None,
                 ax.set_ylim(floor, top + 0.02 * (top - floor))
             ax.set_ylabel(f"{metric} (%)", fontsize=8)
             if k // cols == nrows - 1:
-                ax.set_xlabel("stored bits incl. index", fontsize=8)
+                ax.set_xlabel(size_label, fontsize=8)
         for k in range(len(structures), nrows * cols):
             axes[k // cols][k % cols].set_visible(False)
         handles = [Line2D([], [], color=method_colour(m), marker="o", linestyle="-", markersize=5, label=m)
