@@ -11,6 +11,7 @@ Public API (everything a plugin author needs):
 
 from .artifact import CompressedModel, LayerRecord
 from .interfaces import DatasetUnavailable, DependencyUnavailable, HardwareModel, Headline, Method, NoConfig, Task
+from .protocols import Protocol
 from .target import Quantization, Structure, Target
 from .trainer import BudgetExceeded, Callback, FitReport, KeepMasked, OptimizerConfig, Trainer
 
@@ -35,6 +36,7 @@ __all__ = [
     "Method",
     "NoConfig",
     "OptimizerConfig",
+    "Protocol",
     "Quantization",
     "Structure",
     "Target",

@@ -49,6 +49,7 @@ class PointJob:
     threads: int = 1
     rerun: bool = False
     cache_dir: str | None = None
+    search_workers: int = 1
 
     def __call__(self) -> "JobOutcome":
         from .interfaces import DatasetUnavailable, DependencyUnavailable
@@ -61,6 +62,7 @@ class PointJob:
         ctx = RunContext(
             device=self.device, data_root=self.data_root, progress=False, threads=self.threads,
             rerun=self.rerun, results=ResultStore(self.results) if self.results else None,
+            search_workers=self.search_workers,
             cache_dir=Path(self.cache_dir) if self.cache_dir else None,
         )
         try:

@@ -61,6 +61,10 @@ def pytest_addoption(parser):
                     help="CPUs per Slurm job (default: --threads)")
     group.addoption("--gpus-per-point", dest="pb_gpus", default=0, type=int, metavar="N",
                     help="GPUs per Slurm job (default: 0; use 1 with --device cuda: one GPU per worker)")
+    group.addoption("--search-workers", dest="pb_search_workers", default=1, type=int, metavar="N",
+                    help="processes for the probes of one equal-accuracy search round (suites with "
+                         "search: {parallel: k}; default 1: in the point's own process; under Slurm, "
+                         "give the job as many CPUs with --cpus-per-point)")
     group.addoption("--threads", dest="pb_threads", default=1, type=int, metavar="N",
                     help="torch threads inside each run point (default: 1; part of the dense cache key "
                          "and of every record, since results change with it)")
@@ -89,6 +93,8 @@ def pytest_configure(config):
     threads = config.getoption("pb_threads")
     if threads < 1:
         raise pytest.UsageError(f"--threads expects an integer >= 1, got {threads!r}")
+    if config.getoption("pb_search_workers") < 1:
+        raise pytest.UsageError(f"--search-workers expects an integer >= 1, got {config.getoption('pb_search_workers')!r}")
     for opt, flag, least in (("pb_workers", "--workers", 1), ("pb_time_min", "--slurm-time-min", 1),
                              ("pb_cpus", "--cpus-per-point", 1), ("pb_gpus", "--gpus-per-point", 0)):
         value = config.getoption(opt)
@@ -166,6 +172,7 @@ def _context(config):
             progress=False,
             threads=config.getoption("pb_threads"),
             rerun=config.getoption("pb_rerun"),
+            search_workers=config.getoption("pb_search_workers"),
         )
     return config.stash[_CTX]
 
@@ -214,7 +221,8 @@ def pytest_collection_finish(session):
                      method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
                      results=str(results.resolve()), device=config.getoption("pb_device"),
                      data_root=config.getoption("pb_data_root"), threads=threads,
-                     rerun=config.getoption("pb_rerun")) for i in items]
+                     rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"))
+            for i in items]
     handles = executor.submit(jobs)
     config.stash[_HANDLES] = handles
     for item, handle in zip(items, handles):

@@ -57,6 +57,8 @@ class RunContext:
     threads: int = 1
     #: run points whose passed or failed record is in the store again (default: reuse it)
     rerun: bool = False
+    #: processes for the probes of one search round (``search: {parallel: k}``); 1: in this process
+    search_workers: int = 1
     _tasks: dict = field(default_factory=dict)
     _dense: dict = field(default_factory=dict)
 
@@ -167,6 +169,59 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
     }
+
+
+class _Compressor:
+    """``compress(rate)`` for a protocol; ``compress.many(rates)`` runs several
+    rates, in ``ctx.search_workers`` processes when that is above 1 (each
+    process loads the suite, its task and the cached dense model, so the
+    results are those of the same rates run here)."""
+
+    def __init__(self, suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, ctx: RunContext):
+        self.suite, self.task, self.dense, self.point, self.ctx = suite, task, dense, point, ctx
+
+    def __call__(self, rate: float) -> dict:
+        return _compress_once(self.suite, self.task, self.dense, self.point, rate, self.ctx)
+
+    def many(self, rates: list[float]) -> list[dict]:
+        workers = min(self.ctx.search_workers, len(rates))
+        if workers <= 1:
+            return [self(rate) for rate in rates]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        jobs = [ProbeJob(suite_path=self.suite.path, smoke=self.suite.smoke_mode, point=self.point, rate=rate,
+                         device=self.ctx.device, data_root=self.ctx.data_root, threads=self.ctx.threads,
+                         cache_dir=str(self.ctx.cache_dir) if self.ctx.cache_dir else None) for rate in rates]
+        # spawn: a forked child would inherit torch's thread pools and this process's locks
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_run_probe, jobs))
+
+
+@dataclass
+class ProbeJob:
+    """One rate of a search round, as plain data for another process."""
+
+    suite_path: str
+    smoke: bool
+    point: RunPoint
+    rate: float
+    device: str = "cpu"
+    data_root: str | None = None
+    threads: int = 1
+    cache_dir: str | None = None
+
+
+def _run_probe(job: ProbeJob) -> dict:
+    from .suite import load_suite
+
+    suite = load_suite(job.suite_path, smoke=job.smoke)
+    ctx = RunContext(device=job.device, data_root=job.data_root, progress=False, threads=job.threads,
+                     cache_dir=Path(job.cache_dir) if job.cache_dir else None)
+    with fixed_threads(job.threads):
+        task = get_task(suite, ctx)
+        dense = _dense(suite, task, job.point.seed, ctx)  # from the cache the point filled
+        return _compress_once(suite, task, dense, job.point, job.rate, ctx)
 
 
 def _standard_quantize(model, layers, quant: Quantization) -> None:
@@ -289,8 +344,7 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         record.dense_key = dense.key
         dense_value = dense.metrics[metric]
         protocol = suite.protocol(point.protocol)
-        record.update(protocol.run(point, lambda rate: _compress_once(suite, task, dense, point, rate, ctx),
-                                   dense_value, metric))
+        record.update(protocol.run(point, _Compressor(suite, task, dense, point, ctx), dense_value, metric))
         record.accuracy_drop = dense_value - record.metrics[metric]
         unmet = protocol.unmet(point, record)
         record.status = "failed" if unmet else "passed"

@@ -85,3 +85,38 @@ def test_honest_run_record_has_the_promised_fields(suite, tmp_path):
 def test_unsupported_structure_is_reported_before_running(suite):
     with pytest.raises(Unsupported, match="does not produce pattern"):
         run_point(suite, RunPoint("equal_compression", "random", "pattern", 8.0, 0), RunContext(progress=False))
+
+
+PARALLEL_SUITE = SUITE.replace(
+    "  equal_compression: {structure: [unstructured, pattern], rates: [8]}",
+    "  equal_accuracy: {structure: [unstructured], tolerance: 3, search: {lo: 2, hi: 256, steps: 3, parallel: 3}}")
+
+
+@pytest.mark.slow
+def test_parallel_search_rounds_in_processes_match_in_process(tmp_path, isolated_cache):
+    """The probes of a round run in other processes (spawned, dense model from
+    the cache) with exactly the numbers the same probes give in this process."""
+    path = tmp_path / "p.yaml"
+    path.write_text(PARALLEL_SUITE)
+    suite = load_suite(path)
+    (point,) = suite.points()
+    here = run_point(suite, point, RunContext(progress=False)).record
+    apart = run_point(suite, point, RunContext(progress=False, search_workers=3)).record
+    assert here.search.runs == apart.search.runs and here.search.runs % 3 == 0
+    assert [s["round"] for s in here.search.trace][:3] == [1, 1, 1]
+    assert here.search.trace == apart.search.trace
+    assert here.search.rate_found == apart.search.rate_found
+    assert here.metrics == apart.metrics and here.achieved_rate == apart.achieved_rate
+    # the point's identity names the parallel search (another answer than bisection's)
+    assert here.point_key == apart.point_key
+
+
+def test_parallel_search_is_part_of_the_point_identity(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PARALLEL_SUITE)
+    rounds = load_suite(path)
+    path.write_text(PARALLEL_SUITE.replace(", parallel: 3", ""))
+    bisection = load_suite(path)
+    (point,) = rounds.points()
+    a, b = rounds.protocol(point.protocol).identity(point), bisection.protocol(point.protocol).identity(point)
+    assert a["search"]["parallel"] == 3 and "parallel" not in b["search"]
