@@ -174,7 +174,7 @@ def dense_baseline(
         model = task.build_model()
         trainer = Trainer(task, model, optimizer=dense.optimizer, seed=seed, progress=progress, desc="dense")
         start = time.perf_counter()
-        trainer.fit(dense.epochs)
+        trainer.fit(dense.epochs, rounding="down")  # the recipe's epochs, whole steps
         elapsed = time.perf_counter() - start
         metrics = task.evaluate(model)
         if not distributed.is_main():

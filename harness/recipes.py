@@ -81,9 +81,9 @@ def fit_within_budget(trainer, epochs: float, **kwargs) -> None:
     or (after rounding in earlier fits) slightly more than is left; this
     trims the first and skips the second instead of raising.
     """
-    epochs = min(epochs, trainer.epochs_left)
-    if epochs * trainer.task.steps_per_epoch() >= 1:
-        trainer.fit(epochs, **kwargs)
+    steps = min(trainer.steps_for(epochs, rounding="down") if epochs > 0 else 0, trainer.steps_left)
+    if steps >= 1:
+        trainer.fit(steps=int(steps), **kwargs)
 
 
 def split_budget(epochs: float, shares: Mapping[str, float]) -> dict[str, float]:

@@ -87,10 +87,10 @@ class UnderReportsTraining(_Liar):
 
     def compress(self, model, target, trainer):
         masks = _prune(model, target)
-        half = trainer.epochs_left / 2
-        trainer.fit(half, callbacks=[KeepMasked(masks)])
+        half = trainer.steps_left // 2
+        trainer.fit(steps=half, callbacks=[KeepMasked(masks)])
         trainer.epochs_spent, trainer.steps_taken = 0.0, 0
-        trainer.fit(half, callbacks=[KeepMasked(masks)])
+        trainer.fit(steps=half, callbacks=[KeepMasked(masks)])
         return {}
 
 

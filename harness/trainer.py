@@ -3,7 +3,12 @@
 ``Trainer.fit(epochs, penalty=..., callbacks=...)`` runs SGD on
 ``task.loss + penalty(model)``.  Every epoch spent is counted; asking for more
 than the budget left raises :class:`BudgetExceeded` before any step is taken.
-Fractional epochs are allowed (rounded to whole steps).
+
+The budget is counted in optimizer steps: ``budget_steps`` = floor(budget
+epochs x steps per epoch), recorded with every run.  A fit asks for whole
+steps (``steps=n``) or for epochs that are a whole number of steps; any other
+fraction must say how to round it (``rounding="down"`` or ``"nearest"``), so
+nothing is rounded silently and repeated fits cannot drift past the budget.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class Trainer:
         self.budget_epochs = budget_epochs
         self.epochs_spent = 0.0
         self.steps_taken = 0
+        self._steps_per_epoch: int | None = None
         self.progress = progress
         self.desc = desc
         #: callbacks that see every fit call, whoever makes it (benchmarks, probes)
@@ -120,36 +126,84 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
+    def steps_per_epoch(self) -> int:
+        if self._steps_per_epoch is None:
+            self._steps_per_epoch = int(self.task.steps_per_epoch())
+        return self._steps_per_epoch
+
+    @property
+    def budget_steps(self) -> int | None:
+        """The budget in optimizer steps (None: unlimited)."""
+        if self.budget_epochs is None:
+            return None
+        return math.floor(self.budget_epochs * self.steps_per_epoch + 1e-9)
+
+    @property
+    def steps_left(self) -> float | int:
+        budget = self.budget_steps
+        return math.inf if budget is None else max(0, budget - self.steps_taken)
+
+    @property
     def epochs_left(self) -> float:
-        return math.inf if self.budget_epochs is None else max(0.0, self.budget_epochs - self.epochs_spent)
+        """Whole steps left, in epochs (a fit of exactly this many epochs is exact)."""
+        left = self.steps_left
+        return math.inf if left == math.inf else left / self.steps_per_epoch
+
+    def steps_for(self, epochs: float, rounding: str = "exact") -> int:
+        """Whole steps in ``epochs``: exact (a whole number of steps, else an
+        error naming both), or rounded ``down`` / to the ``nearest`` step."""
+        if not (isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0
+                and math.isfinite(epochs)):
+            raise ValueError(f"epochs must be a positive number, got {epochs!r}")
+        if rounding not in ("exact", "down", "nearest"):
+            raise ValueError(f"rounding must be 'exact', 'down' or 'nearest', got {rounding!r}")
+        exact = epochs * self.steps_per_epoch
+        nearest = round(exact)
+        if abs(exact - nearest) <= 1e-6 * max(1.0, exact):
+            return nearest
+        if rounding == "exact":
+            raise ValueError(
+                f"{epochs:g} epochs is {exact:.4g} steps at {self.steps_per_epoch} steps per epoch: "
+                f"pass steps=, or rounding='down' or 'nearest'"
+            )
+        return math.floor(exact) if rounding == "down" else nearest
 
     def fit(
         self,
-        epochs: float,
+        epochs: float | None = None,
         *,
+        steps: int | None = None,
+        rounding: str = "exact",
         penalty: Callable[[nn.Module], torch.Tensor] | None = None,
         callbacks: Sequence[Callback] = (),
         lr: float | None = None,
         params: Iterable[nn.Parameter] | None = None,
     ) -> FitReport:
-        """Train for ``epochs`` (may be fractional) with a fresh SGD optimizer.
+        """Train for ``steps`` optimizer steps, or ``epochs`` (see :meth:`steps_for`),
+        with a fresh SGD optimizer.
 
         ``penalty(model)`` is added to the task loss each step (e.g. ADMM's
         rho/2 ||W - Z + U||^2).  ``lr`` overrides the configured rate;
         ``params`` restricts which parameters are optimised (default: all).
         """
-        if not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
-            raise ValueError(f"epochs must be a positive number, got {epochs!r}")
-        if epochs > self.epochs_left + 1e-9:
+        if (epochs is None) == (steps is None):
+            raise ValueError("fit takes epochs or steps, exactly one of them")
+        if steps is None:
+            total_steps = self.steps_for(epochs, rounding)
+            if total_steps < 1:
+                raise ValueError(f"{epochs:g} epochs rounded {rounding} is no step at "
+                                 f"{self.steps_per_epoch} steps per epoch")
+        else:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+            total_steps = steps
+        if total_steps > self.steps_left:
             raise BudgetExceeded(
-                f"asked for {epochs:g} epochs with {self.epochs_left:g} of the "
-                f"{self.budget_epochs:g}-epoch budget left"
+                f"asked for {total_steps} steps ({total_steps / self.steps_per_epoch:g} epochs) with "
+                f"{self.steps_left} of the {self.budget_steps}-step ({self.budget_epochs:g}-epoch) budget left"
             )
-        per_epoch = self.task.steps_per_epoch()
-        # whole steps, never more than asked: repeated small fits must not drift past the budget
-        total_steps = max(1, math.floor(epochs * per_epoch + 1e-6))
-        if self.budget_epochs is not None:  # rounding to whole steps must not overspend
-            total_steps = min(total_steps, max(1, math.floor(self.epochs_left * per_epoch + 1e-6)))
+        per_epoch = self.steps_per_epoch
+        epochs = total_steps / per_epoch
         cfg = self.optimizer_config
         opt = torch.optim.SGD(
             list(params) if params is not None else [p for p in self.model.parameters() if p.requires_grad],
@@ -189,9 +243,10 @@ class Trainer:
                 running += loss.detach()
                 count += 1
                 step += 1
-                # counted as it happens, so callbacks see the epochs spent so far
+                # counted as it happens, so callbacks see the epochs spent so far;
+                # from the step count, so no float residue accumulates
                 self.steps_taken += 1
-                self.epochs_spent += 1 / per_epoch
+                self.epochs_spent = self.steps_taken / per_epoch
                 if bar is not None:
                     bar.update(1)
                 if step >= total_steps:

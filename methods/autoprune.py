@@ -314,7 +314,7 @@ class AutoPrune(Method):
                 cb = _GateTraining(gates, opt, cfg.reg_lambda, keep if cfg.stop_at_budget else None)
                 m_ids = {id(m) for m in gates.params()}
                 weights = [p for p in model.parameters() if p.requires_grad and id(p) not in m_ids]
-                trainer.fit(aux_steps / spe, params=weights, callbacks=[cb])
+                trainer.fit(steps=aux_steps, params=weights, callbacks=[cb])
                 info.update(gate_trace=cb.trace, m_lr=m_lr, closed_events=cb.closed, reopened_events=cb.reopened)
             info["open_weights_before_threshold"] = gates.open_weights()
             with torch.no_grad():
@@ -339,7 +339,7 @@ class AutoPrune(Method):
         info["retrain_epochs"] = 0.0
         left = math.floor(trainer.epochs_left * spe + 1e-6)
         if cfg.retrain_share > 0 and left >= 1:
-            report = trainer.fit(left / spe, callbacks=[KeepMasked(masks)])
+            report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
             info["retrain_epochs"] = report.epochs
             info["retrain_losses"] = report.epoch_losses
         return info

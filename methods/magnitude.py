@@ -34,10 +34,11 @@ def prune_and_finetune(model, target, trainer, masks: dict[str, torch.Tensor], f
     with torch.no_grad():
         for name, mask in masks.items():
             modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
-    epochs = trainer.epochs_left * finetune_fraction
+    # the share of the steps left, rounded down to whole steps
+    steps = int(trainer.steps_left * finetune_fraction) if trainer.steps_left != float("inf") else 0
     report = None
-    if epochs > 0:
-        report = trainer.fit(epochs, callbacks=[KeepMasked(masks)])
+    if steps >= 1:
+        report = trainer.fit(steps=steps, callbacks=[KeepMasked(masks)])
     return {"finetune_epochs": 0.0 if report is None else report.epochs,
             "finetune_losses": [] if report is None else report.epoch_losses}
 

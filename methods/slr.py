@@ -264,7 +264,7 @@ class SLR(Method):
         for it in range(n_iter):
             steps = bounds[it + 1] - bounds[it]
             state.epoch_penalty.clear()
-            report = trainer.fit(steps / spe, penalty=state, callbacks=[state])
+            report = trainer.fit(steps=steps, penalty=state, callbacks=[state])
             f = report.epoch_losses[-1] - state.epoch_penalty[-1]
             w = {n: p.detach().clone() for n, p in params.items()}
             record = state.iterate(w, f, w_prev, f_prev, proj)
@@ -279,7 +279,7 @@ class SLR(Method):
         if cfg.retrain_share > 0:
             left = math.floor(trainer.epochs_left * spe + 1e-6)
             if left >= 1:
-                report = trainer.fit(left / spe, callbacks=[KeepMasked(masks)])
+                report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
                 info["retrain_epochs"] = report.epochs
                 info["retrain_losses"] = report.epoch_losses
                 info["retrained_metrics"] = short_metrics(trainer.evaluate())

@@ -51,13 +51,22 @@ class _FakeTrainer:
             return 4
 
     def __init__(self, budget=10.0, metrics=None):
-        self.epochs_left = budget
+        self.steps_left = int(budget * 4)
         self.calls = []
         self.metrics = metrics or {"top1": 50.0}
 
-    def fit(self, epochs, **kwargs):
-        self.calls.append((epochs, kwargs))
-        self.epochs_left -= epochs
+    @property
+    def epochs_left(self):
+        return self.steps_left / 4
+
+    def steps_for(self, epochs, rounding="exact"):
+        assert rounding == "down"
+        return int(epochs * 4 + 1e-9)
+
+    def fit(self, epochs=None, *, steps=None, **kwargs):
+        steps = steps if steps is not None else self.steps_for(epochs, "down")
+        self.calls.append((steps / 4, kwargs))  # recorded in epochs
+        self.steps_left -= steps
 
     def evaluate(self):
         return dict(self.metrics)

@@ -13,16 +13,38 @@ def test_budget_is_counted_and_enforced(synthetic_task):
     assert rep.steps == 2 and tr.epochs_spent == pytest.approx(0.5)
     tr.fit(0.5)
     assert tr.epochs_left == pytest.approx(0.0)
-    with pytest.raises(BudgetExceeded, match="0 of the 1-epoch budget left"):
+    with pytest.raises(BudgetExceeded, match=r"asked for 1 steps \(0.25 epochs\) with 0 of the 4-step \(1-epoch\) budget left"):
         tr.fit(0.25)
     assert tr.steps_taken == 4
 
 
-def test_rounding_to_steps_never_overspends(synthetic_task):
+def test_fractional_steps_are_refused_unless_the_rounding_is_named(synthetic_task):
     model = synthetic_task.build_model()
     tr = Trainer(synthetic_task, model, budget_epochs=0.6, progress=False)
-    tr.fit(0.6)  # 2.4 steps -> 2
-    assert tr.epochs_spent <= 0.6
+    assert tr.budget_steps == 2  # floor(0.6 x 4)
+    with pytest.raises(ValueError, match=r"0.6 epochs is 2.4 steps at 4 steps per epoch: pass steps=, or rounding="):
+        tr.fit(0.6)
+    assert tr.steps_taken == 0  # refused before any step
+    tr.fit(0.6, rounding="down")  # 2.4 steps -> 2, said so
+    assert tr.steps_taken == 2 and tr.epochs_spent == 0.5 and tr.steps_left == 0
+    with pytest.raises(ValueError, match="exactly one of them"):
+        tr.fit(1, steps=1)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 1.5"):
+        tr.fit(steps=1.5)
+
+
+def test_fitting_the_epochs_left_takes_exactly_the_steps_left(synthetic_task):
+    """The issue's case: 24 steps per epoch, a 3-epoch budget spent in thirds of
+    an epoch, then fit(epochs_left) must not take an extra step from float residue."""
+    model = synthetic_task.build_model()
+    tr = Trainer(synthetic_task, model, budget_epochs=3, progress=False)
+    per = tr.steps_per_epoch
+    for _ in range(7):
+        tr.fit(1 / per * 1, rounding="exact")  # one step at a time, as epochs
+    tr.fit(tr.epochs_left)
+    assert tr.steps_taken == 3 * per and tr.epochs_spent == 3.0 and tr.epochs_left == 0
+    with pytest.raises(BudgetExceeded):
+        tr.fit(steps=1)
 
 
 def test_penalty_and_callbacks_are_applied(synthetic_task):
