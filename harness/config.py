@@ -16,6 +16,9 @@ Field types say what is allowed, so no config validates by hand:
 - a plain ``float`` refuses NaN and +-inf (``AllowInf()`` lets infinities through;
   NaN is never a valid setting).
 
+A field with ``metadata={"internal": True}`` is set by code, never read from a
+file: :func:`parse` refuses it as an unknown key.
+
 A config dataclass that also derives from :class:`Validated` is held to its field
 types when built in Python too (``MagnitudeConfig(allocation="globl")`` raises
 ``allocation: expected one of 'global', 'uniform', got 'globl'``).  Rules that
@@ -249,7 +252,7 @@ def _describe(tp: Any, plural: bool = False, finite: bool = False) -> str:
         inner = _describe(args[1], plural=True, finite=finite) if len(args) == 2 else "any values"
         return f"mappings of {inner}" if plural else f"a mapping of {inner}"
     if dataclasses.is_dataclass(tp):
-        keys = ", ".join(f.name for f in dataclasses.fields(tp))
+        keys = ", ".join(f.name for f in dataclasses.fields(tp) if not f.metadata.get("internal"))
         return f"mappings with keys {keys}" if plural else f"a mapping with keys {keys}"
     if tp is float and finite:
         return "finite numbers" if plural else "a finite number"
@@ -460,7 +463,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _parse_dataclass(cls: type, data: Mapping, key: str) -> Any:
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
     for name in data:
         if name not in fields:
             close = difflib.get_close_matches(str(name), list(fields), n=1)

@@ -50,6 +50,7 @@ class PointJob:
     rerun: bool = False
     cache_dir: str | None = None
     search_workers: int = 1
+    isolation: str = "auto"
 
     def __call__(self) -> "JobOutcome":
         from .interfaces import DatasetUnavailable, DependencyUnavailable
@@ -62,7 +63,7 @@ class PointJob:
         ctx = RunContext(
             device=self.device, data_root=self.data_root, progress=False, threads=self.threads,
             rerun=self.rerun, results=ResultStore(self.results) if self.results else None,
-            search_workers=self.search_workers,
+            search_workers=self.search_workers, isolation=self.isolation,
             cache_dir=Path(self.cache_dir) if self.cache_dir else None,
         )
         try:

@@ -61,6 +61,9 @@ def pytest_addoption(parser):
                     help="CPUs per Slurm job (default: --threads)")
     group.addoption("--gpus-per-point", dest="pb_gpus", default=0, type=int, metavar="N",
                     help="GPUs per Slurm job (default: 0; use 1 with --device cuda: one GPU per worker)")
+    group.addoption("--isolation", dest="pb_isolation", default="auto", choices=("auto", "process", "off"),
+                    help="where a method runs: auto (default: third-party methods in their own process, "
+                         "built-ins here), process (every method in its own process), off")
     group.addoption("--search-workers", dest="pb_search_workers", default=1, type=int, metavar="N",
                     help="processes for the probes of one equal-accuracy search round (suites with "
                          "search: {parallel: k}; default 1: in the point's own process; under Slurm, "
@@ -71,35 +74,70 @@ def pytest_addoption(parser):
 
 
 def _seeds(config) -> list[int] | None:
+    from .suite import MAX_SEED
+
     text = config.getoption("pb_seeds")
     if text is None:
         return None
+    expected = f"--seeds: expected comma-separated integers in 0..{MAX_SEED}"
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise pytest.UsageError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise pytest.UsageError(f"--seeds expects at least one integer, got {text!r}")
+        raise pytest.UsageError(f"{expected}, got {text!r}") from None
+    if not seeds or not all(0 <= s <= MAX_SEED for s in seeds):
+        raise pytest.UsageError(f"{expected}, got {text!r}")
+    for i, seed in enumerate(seeds):
+        if seed in seeds[:i]:  # two items with one id, one record
+            raise pytest.UsageError(f"--seeds: expected distinct seeds, got {seed} twice")
     return seeds
 
 
+def device_problem(device: str) -> str | None:
+    """What is wrong with ``--device`` on this machine (None: usable). Checked
+    once, before any compute, instead of failing every point after training."""
+    import re
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device == "cpu":
+        return None
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if match and count and (match.group(1) is None or int(match.group(1)) < count):
+        return None
+    if device == "mps" and mps:
+        return None
+    options = ["cpu"] + (["cuda", f"cuda:N with N < {count}"] if count else []) + (["mps"] if mps else [])
+    here = f"{count} CUDA device{'s' if count != 1 else ''} here" if count else "no CUDA device here"
+    listed = options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+    return f"--device: expected {listed} ({here}), got {device}"
+
+
 def pytest_configure(config):
-    for name in config.getoption("pb_methods") or []:
+    methods = config.getoption("pb_methods") or []
+    for i, name in enumerate(methods):
         try:
             registry.methods.get(name)
         except PluginError as err:
             raise pytest.UsageError(str(err)) from None
+        if name in methods[:i]:
+            raise pytest.UsageError(f"--method: expected each method once, got {name!r} twice")
     _seeds(config)
-    threads = config.getoption("pb_threads")
-    if threads < 1:
-        raise pytest.UsageError(f"--threads expects an integer >= 1, got {threads!r}")
-    if config.getoption("pb_search_workers") < 1:
-        raise pytest.UsageError(f"--search-workers expects an integer >= 1, got {config.getoption('pb_search_workers')!r}")
-    for opt, flag, least in (("pb_workers", "--workers", 1), ("pb_time_min", "--slurm-time-min", 1),
+    for opt, flag, least in (("pb_threads", "--threads", 1), ("pb_search_workers", "--search-workers", 1),
+                             ("pb_workers", "--workers", 1), ("pb_time_min", "--slurm-time-min", 1),
                              ("pb_cpus", "--cpus-per-point", 1), ("pb_gpus", "--gpus-per-point", 0)):
         value = config.getoption(opt)
         if value is not None and value < least:
-            raise pytest.UsageError(f"{flag} expects an integer >= {least}, got {value!r}")
+            raise pytest.UsageError(f"{flag}: expected an integer >= {least}, got {value!r}")
+    root = config.getoption("pb_data_root")
+    if root is not None and not Path(root).is_dir():
+        raise pytest.UsageError(f"--data-root: expected an existing directory, got {root}")
+    # a Slurm job's node has its own GPUs: only this machine's runs are checked here
+    if config.getoption("pb_executor") != "slurm":
+        problem = device_problem(config.getoption("pb_device"))
+        if problem:
+            raise pytest.UsageError(problem)
     executor = config.getoption("pb_executor")
     if executor != "local":
         from .executors import executor_problem
@@ -140,7 +178,7 @@ def _check_results_writable(path: str) -> None:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
             pass
     except OSError as err:
-        raise pytest.UsageError(f"--results {path}: not a writable directory ({err.strerror or err})") from None
+        raise pytest.UsageError(f"--results: expected a writable directory, got {path} ({err.strerror or err})") from None
 
 
 def worker_device(device: str, xdist_worker: str | None) -> str:
@@ -153,7 +191,7 @@ def worker_device(device: str, xdist_worker: str | None) -> str:
 
     count = torch.cuda.device_count()
     if count < 1:
-        return device  # the run point then fails with torch's own message
+        return device  # refused at configure time (device_problem)
     return f"cuda:{int(xdist_worker[2:]) % count}"
 
 
@@ -173,6 +211,7 @@ def _context(config):
             threads=config.getoption("pb_threads"),
             rerun=config.getoption("pb_rerun"),
             search_workers=config.getoption("pb_search_workers"),
+            isolation=config.getoption("pb_isolation"),
         )
     return config.stash[_CTX]
 
@@ -188,11 +227,40 @@ class SuiteFile(pytest.File):
         config = self.config
         try:
             suite = load_suite(self.path, smoke=config.getoption("pb_smoke"))
-        except SuiteError as err:
-            raise self.CollectError(str(err)) from None
-        methods = config.getoption("pb_methods") or None
-        for point in suite.points(methods, _seeds(config)):
+            methods = config.getoption("pb_methods") or None
+            points = suite.points(methods, _seeds(config))
+        except (SuiteError, KeyError, ValueError) as err:
+            # one failing item, not a collection error: the other suites still run
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            if config.getoption("collectonly"):  # nothing runs: say it as a collection error
+                raise self.CollectError(message) from None
+            yield BrokenSuiteItem.from_parent(self, name="load", message=message)
+            return
+        for point in points:
             yield SuiteItem.from_parent(self, name=f"{point.protocol}[{point.id}]", suite=suite, point=point)
+
+
+class SuiteLoadError(Exception):
+    pass
+
+
+class BrokenSuiteItem(pytest.Item):
+    """A suite that does not load: fails with its one-line message, computes nothing."""
+
+    def __init__(self, *, message: str, **kwargs):
+        super().__init__(**kwargs)
+        self.message = message
+
+    def runtest(self):
+        raise SuiteLoadError(self.message)
+
+    def repr_failure(self, excinfo):
+        if excinfo.errisinstance(SuiteLoadError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}: does not load"
 
 
 def pytest_collection_finish(session):
@@ -221,7 +289,8 @@ def pytest_collection_finish(session):
                      method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
                      results=str(results.resolve()), device=config.getoption("pb_device"),
                      data_root=config.getoption("pb_data_root"), threads=threads,
-                     rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"))
+                     rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"),
+                     isolation=config.getoption("pb_isolation"))
             for i in items]
     handles = executor.submit(jobs)
     config.stash[_HANDLES] = handles
@@ -302,10 +371,25 @@ class SuiteItem(pytest.Item):
 
         if excinfo.errisinstance(JobFailed):
             return f"{self.name}: {excinfo.value}"
-        return super().repr_failure(excinfo)
+        # the message first, on one line, then a short traceback (--tb, when given, decides)
+        err = excinfo.value
+        lines = str(err).strip().splitlines()
+        where = self.nodeid.split("::")[0]
+        head = f"{where}: {self.name}: {type(err).__name__}" + (f": {lines[0]}" if lines else "")
+        style = self.config.getoption("tbstyle", "auto")
+        trace = self._repr_failure_py(excinfo, style="short" if style == "auto" else style)
+        return f"{head}\n{trace}"
 
     def reportinfo(self):
         return self.path, None, f"{self.suite.suite}::{self.name}"
+
+    def _traceback_filter(self, excinfo):
+        # from runtest on: pytest's and pluggy's own frames say nothing about the point
+        tb = excinfo.traceback
+        for i, entry in enumerate(tb):
+            if entry.name in ("runtest", "_from_job") and Path(entry.path) == Path(__file__):
+                return tb[i:].filter(excinfo)
+        return tb.filter(excinfo)
 
 
 def pytest_report_teststatus(report, config):

@@ -113,6 +113,14 @@ class RunRecord:
     failure: str | None = None
     wall_time_s: float | None = None
     created: str | None = None
+    #: where the test data and the dense model come from (the task's describe());
+    #: None for tasks that do not say and for records written before it existed
+    provenance: dict | None = None
+    #: the method the suite names for paired comparisons on its pages (None: no reference)
+    reference_method: str | None = None
+    #: optimizer steps the budget allows and the run took (the budget is counted in steps)
+    budget_steps: int | None = None
+    steps_spent: int | None = None
     #: keys this schema does not know, kept as read
     extra: dict = field(default_factory=dict)
 
@@ -136,6 +144,11 @@ class RunRecord:
             del out["epochs_spent_total"]  # only searches spend over several probes
         if self.train_samples_seen is None:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
+        for name in ("reference_method", "budget_steps", "steps_spent"):
+            if out[name] is None:
+                del out[name]  # newer fields: older records stay byte-identical
+        if self.provenance is None:
+            del out["provenance"]  # likewise: records without it stay byte-identical
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out

@@ -37,7 +37,9 @@ from .target import Quantization, Structure, Target
 from .trainer import Trainer
 from .verify import verify
 
-__all__ = ["RunContext", "Unsupported", "PointResult", "run_point", "get_task"]
+__all__ = ["RunContext", "Unsupported", "PointResult", "run_point", "get_task", "isolated", "ISOLATION"]
+
+ISOLATION = ("auto", "process", "off")
 
 
 class Unsupported(Exception):
@@ -59,6 +61,8 @@ class RunContext:
     rerun: bool = False
     #: processes for the probes of one search round (``search: {parallel: k}``); 1: in this process
     search_workers: int = 1
+    #: where a method runs: ``auto`` (third-party methods in their own process), ``process``, ``off``
+    isolation: str = "auto"
     _tasks: dict = field(default_factory=dict)
     _dense: dict = field(default_factory=dict)
 
@@ -103,8 +107,20 @@ def _dense(suite: Suite, task: Task, seed: int, ctx: RunContext) -> DenseBaselin
     return ctx._dense[key]
 
 
-def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext) -> dict:
-    """Compress the dense model to ``rate``; return metrics, figures and checks."""
+@dataclass
+class _MethodRun:
+    """What the method's part of a run hands to the harness's part."""
+
+    guarded: Any  # prunebench.guard.Guarded: a fresh model holding the method's state_dict
+    epochs_spent: float
+    steps_spent: int
+    budget_steps: int | None
+    #: the method quantized to the target itself (else the suite's quantizer runs after it)
+    quantizes: bool
+
+
+def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext):
+    """The method, the dense model's copy it may change, its target and trainer."""
     method_cls = registry.methods.get(point.method)
     method = method_cls(suite.method_config(point.method))
     structure = Structure.parse(point.structure)
@@ -114,33 +130,66 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     layers = suite.layers.select(task.compressible_layers(model), structure.is_structured)
     if not layers:
         raise ValueError(f"{suite.path}: no compressible layer matches layers.include/exclude for {structure}")
-    quant = suite.quantization
     target = Target(
         layers=tuple(layers),
         structure=structure,
         rate=rate,
-        quantization=quant if method.quantizes else None,
+        quantization=suite.quantization if method.quantizes else None,
     )
     trainer = Trainer(
         task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
         seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x",
     )
-    # resolved before the method runs: what scores the model is not the method's to choose
-    hw_classes = {name: registry.hardware_models.get(name) for name in suite.hardware}
-    hw_configs = {name: suite.hardware_config(name) for name in suite.hardware}
-    quantizes = bool(method.quantizes)
+    return method, model, target, trainer
+
+
+def _run_method(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float,
+                ctx: RunContext) -> _MethodRun:
+    """The method under the guard, in this process."""
+    method, model, target, trainer = _setup(suite, task, dense, point, rate, ctx)
     # the method's own model is dropped: a fresh one holding its state_dict is
     # quantized, verified, evaluated and scored (prunebench.guard)
     guarded = guarded_compress(
         method, model, target, trainer, task, budget_epochs=suite.budget.epochs, name=point.method,
-        classes=hw_classes.values(),
+        classes=[registry.hardware_models.get(name) for name in suite.hardware],
     )
+    return _MethodRun(guarded, trainer.epochs_spent, trainer.steps_taken, trainer.budget_steps, bool(method.quantizes))
+
+
+def isolated(method: str, isolation: str) -> bool:
+    """Whether ``method`` runs in its own process under ``isolation``: ``process``
+    always, ``off`` never, ``auto`` for methods from other distributions than
+    prunebench (third-party code; the built-ins are trusted and run faster here)."""
+    if isolation not in ISOLATION:
+        raise ValueError(f"isolation must be one of {', '.join(ISOLATION)}, got {isolation!r}")
+    if isolation == "auto":
+        return registry.methods.info(method).distribution != "prunebench"
+    return isolation == "process"
+
+
+def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext) -> dict:
+    """Compress the dense model to ``rate``; return metrics, figures and checks.
+
+    The method runs here or, isolated, in a spawned process that returns only
+    the model's state_dict, its info and the counts; everything after it
+    (quantizer, verification, evaluation, scores) is the harness's, here."""
+    structure = Structure.parse(point.structure)
+    # resolved before the method runs: what scores the model is not the method's to choose
+    hw_classes = {name: registry.hardware_models.get(name) for name in suite.hardware}
+    hw_configs = {name: suite.hardware_config(name) for name in suite.hardware}
+    quant = suite.quantization
+    layers = suite.layers.select(task.compressible_layers(task.build_model()), structure.is_structured)
+    if isolated(point.method, ctx.isolation):
+        run = _run_method_apart(suite, task, point, rate, ctx)
+    else:
+        run = _run_method(suite, task, dense, point, rate, ctx)
+    guarded, quantizes = run.guarded, run.quantizes
     model, info = guarded.model, guarded.info
     metrics_before_q = None
     if quant is not None and not quantizes:
         metrics_before_q = task.evaluate(model)
         _standard_quantize(model, layers, quant)
-    check_target = Target(layers=target.layers, structure=structure, rate=rate, quantization=quant)
+    check_target = Target(layers=tuple(layers), structure=structure, rate=rate, quantization=quant)
     check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained)
     metrics = task.evaluate(model)
     artifact = CompressedModel.from_model(
@@ -165,10 +214,61 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "levels_per_layer": dict(check.levels_per_layer),
         "hardware": hardware,
         "hardware_versions": hardware_versions,
-        "epochs_spent": trainer.epochs_spent,
+        "epochs_spent": run.epochs_spent,
+        "budget_steps": run.budget_steps,
+        "steps_spent": run.steps_spent,
         "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
     }
+
+
+def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ctx: RunContext) -> _MethodRun:
+    """The method in a spawned process: nothing it patches there reaches this
+    process's checks or a later run.  Its model comes back as a state_dict and
+    is loaded strictly into a model this process builds."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .guard import Guarded
+    from .verify import nonfinite
+
+    job = ProbeJob(suite_path=suite.path, smoke=suite.smoke_mode, point=point, rate=rate, device=ctx.device,
+                   data_root=ctx.data_root, threads=ctx.threads,
+                   cache_dir=str(ctx.cache_dir) if ctx.cache_dir else None)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        out = pool.submit(_run_method_job, job).result()
+    model = task.build_model()
+    try:
+        model.load_state_dict(out["state"], strict=True)
+    except RuntimeError as err:
+        from .verify import VerificationError
+
+        raise VerificationError(f"{point.method} (isolated) returned a model that is not the task's: {err}") from None
+    bad = nonfinite(model)
+    if bad:
+        from .verify import VerificationError
+
+        raise VerificationError(f"{point.method} left non-finite numbers in the model: {'; '.join(bad)}")
+    guarded = Guarded(model=model, info=out["info"], train_samples_seen=out["seen"],
+                      train_samples_allowed=out["allowed"])
+    return _MethodRun(guarded, out["epochs_spent"], out["steps_spent"], out["budget_steps"], out["quantizes"])
+
+
+def _run_method_job(job: "ProbeJob") -> dict:
+    from .suite import load_suite
+
+    suite = load_suite(job.suite_path, smoke=job.smoke)
+    ctx = RunContext(device=job.device, data_root=job.data_root, progress=False, threads=job.threads,
+                     cache_dir=Path(job.cache_dir) if job.cache_dir else None)
+    with fixed_threads(job.threads):
+        task = get_task(suite, ctx)
+        dense = _dense(suite, task, job.point.seed, ctx)
+        run = _run_method(suite, task, dense, job.point, job.rate, ctx)
+    g = run.guarded
+    return {"state": {k: v.detach().cpu() for k, v in g.model.state_dict().items()},
+            "info": _jsonable(g.info), "seen": g.train_samples_seen, "allowed": g.train_samples_allowed,
+            "epochs_spent": run.epochs_spent, "steps_spent": run.steps_spent, "budget_steps": run.budget_steps,
+            "quantizes": run.quantizes}
 
 
 class _Compressor:
@@ -284,6 +384,8 @@ def _base_record(suite: Suite, task: Task, point: RunPoint) -> RunRecord:
         versions=env,
         device=str(task.device),
         torch_threads=torch.get_num_threads(),
+        reference_method=suite.reference_method,
+        provenance=task.describe(suite.dense).get("provenance") if "provenance" in desc else None,
     )
 
 

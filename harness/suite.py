@@ -1,15 +1,19 @@
 """Suite files: schema, loading, validation and the run points they expand to.
 
-A suite is one YAML file per (task, model, dataset).  It is read with
-``yaml.safe_load`` only, validated completely before anything runs (including
-the settings of every task, method and hardware plugin it names), and errors
-read ``file: dotted.key: expected X, got Y``.
+A suite is one YAML file per (task, model, dataset).  It is read with a
+subclass of yaml's SafeLoader that refuses duplicate keys (nothing else
+changes: no tags are executed), validated completely before anything runs
+(including the settings of every task, method and hardware plugin it names,
+and rules across fields: distinct seeds, rates and methods, ``expect.methods``
+naming methods of the suite, no NaN anywhere), and errors read
+``file: dotted.key: expected X, got Y``.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Mapping
@@ -18,15 +22,20 @@ import yaml
 
 from . import registry
 from .config import (
+    Between,
     ConfigError,
     MinLen,
     NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Satisfies,
     Validated,
     parse,
     to_plain,
 )
 from .protocols.base import Protocol, RunPoint, ordered
 from .registry import PluginError
+from .results import sanitize_name
 from .target import Quantization
 from .trainer import OptimizerConfig
 
@@ -42,14 +51,48 @@ class SuiteError(ValueError):
     """A suite file is malformed; the message starts with ``file: dotted.key:``."""
 
 
+#: seeds every consumer takes (torch generators, numpy's default_rng and legacy seeding)
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Between(0, MAX_SEED)]
+#: a suite name is a directory of the results store and part of page file names
+MAX_NAME = 100
+
+
+def _usable_name(name: str) -> bool:
+    return 1 <= len(name) <= MAX_NAME and sanitize_name(name) == name
+
+
+SuiteName = Annotated[str, Satisfies(
+    _usable_name, f"a name of 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ - not starting with '.'")]
+
+
+def _checkpoint_problem(path: str) -> str | None:
+    """What is wrong with a checkpoint file that exists (None: it looks like
+    weights, or it is no file here: a name the task knows, or data to come)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        with p.open("rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"a readable file, got {path!r} ({err.strerror or err})"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save: zip, or a legacy pickle
+        return None
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header size, then JSON
+        return None
+    kind = "an empty file" if not head else "a file that is neither safetensors nor torch.save"
+    return f"a safetensors or torch.save weights file, got {kind} {path!r}"
+
+
 @dataclass(frozen=True)
 class DenseSpec:
     """How the dense baseline is made: trained with this recipe, or loaded."""
 
-    epochs: float = 10.0
+    epochs: PositiveFloat = 10.0
     optimizer: OptimizerConfig = OptimizerConfig()
     #: pretrained weights to load instead of training (path, or a name the task knows)
-    checkpoint: str | None = None
+    checkpoint: Annotated[str, MinLen(1)] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +107,7 @@ class BudgetSpec(Validated):
 class LayerSpec:
     """Which Conv2d/Linear layers are compressible, by glob on module names."""
 
-    include: tuple[str, ...] = ("*",)
+    include: Annotated[tuple[str, ...], MinLen(1)] = ("*",)
     exclude: tuple[str, ...] = ()
     #: also left dense for structured targets (e.g. the classifier, whose rows are classes)
     exclude_structured: tuple[str, ...] = ()
@@ -79,8 +122,8 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class Suite:
-    suite: str
-    version: int
+    suite: SuiteName
+    version: PositiveInt
     task: Mapping[str, Any]
     #: protocol name -> its settings (parsed into the protocol's Spec by load_suite)
     protocols: Mapping[str, Any]
@@ -88,18 +131,21 @@ class Suite:
     description: str = ""
     dense: DenseSpec = DenseSpec()
     budget: BudgetSpec = BudgetSpec()
-    seeds: Annotated[tuple[int, ...], MinLen(1)] = (0,)
+    seeds: Annotated[tuple[Seed, ...], MinLen(1)] = (0,)
     quantization: Quantization | None = None
     layers: LayerSpec = LayerSpec()
     hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"storage": {}, "compute": {}})
     #: methods run when no --method is given, with their settings
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"magnitude": {}, "random": {}})
+    #: the method others are compared with on the pages, run by run (same seed, same
+    #: dense model): paired differences with their CI; None: no paired column
+    reference_method: str | None = None
     #: overrides merged into this suite under --smoke
     smoke: Mapping[str, Any] | None = None
 
-    # set by load_suite
-    path: str = ""
-    smoke_mode: bool = False
+    # set by load_suite, never by the file
+    path: str = field(default="", metadata={"internal": True})
+    smoke_mode: bool = field(default=False, metadata={"internal": True})
 
     @property
     def task_name(self) -> str:
@@ -145,22 +191,49 @@ def _deep_merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
-def _normalise_named(value: Any) -> Any:
-    """A list of plugin names is shorthand for a mapping of name -> {}."""
+def _normalise_named(value: Any, key: str) -> Any:
+    """A list of plugin names is shorthand for a mapping of name -> {};
+    a name listed twice would be dropped silently, so it is refused."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        for i, v in enumerate(value):
+            if v in value[:i]:
+                raise ConfigError(f"{key}[{i}]", f"expected each name once, got {v!r} twice")
         return {v: {} for v in value}
     return value
 
 
+def _find_nan(value: Any, key: str) -> str | None:
+    """The dotted key of a NaN anywhere in plain data (None: none)."""
+    if isinstance(value, float) and math.isnan(value):
+        return key
+    if isinstance(value, Mapping):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _find_nan(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_distinct(values, key: str, what: str) -> None:
+    """Refuse two equal items of a list: they would make one run point twice."""
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise ConfigError(f"{key}[{i}]", f"expected distinct {what}, got {v!r} twice")
+
+
 def _parse_suite(data: Any, file: str) -> Suite:
     if not isinstance(data, Mapping):
-        raise ConfigError("", f"expected a mapping at the top of the suite, got {type(data).__name__}")
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError("", f"expected a mapping at the top of the suite, got {got}")
     data = dict(data)
-    data.pop("path", None)
-    data.pop("smoke_mode", None)
     for key in ("hardware", "methods"):
         if key in data:
-            data[key] = _normalise_named(data[key])
+            data[key] = _normalise_named(data[key], key)
             if data[key] is None:
                 data[key] = {}
     task = data.get("task")
@@ -168,19 +241,43 @@ def _parse_suite(data: Any, file: str) -> Suite:
         raise ConfigError("task.name", f"expected a task name string, got {_got(task)}")
     suite = parse(Suite, data)
     suite = replace(suite, protocols=_parse_protocols(suite.protocols))
-    if suite.quantization is not None and suite.quantization.scheme != "uniform":
-        # the standard quantizer, applied to prune-only methods, is uniform
-        pass
     # every plugin named must exist and accept its settings
     _check_plugin("task.name", lambda: registry.tasks.get(suite.task_name))
     suite.task_config()
     for name in suite.methods:
         _check_plugin(f"methods.{name}", lambda n=name: registry.methods.get(n))
         suite.method_config(name)
+    if suite.reference_method is not None and suite.reference_method not in suite.methods:
+        raise ConfigError("reference_method", f"expected one of the suite's methods ({', '.join(suite.methods)}), "
+                                              f"got {suite.reference_method!r}")
     for name in suite.hardware:
         _check_plugin(f"hardware.{name}", lambda n=name: registry.hardware_models.get(n))
         suite.hardware_config(name)
+    _check_across(suite)
+    # a type that lets anything through (a plugin's Any, a mapping of Any) must not let NaN through
+    found = _find_nan({k: v for k, v in data.items() if k != "smoke"}, "")
+    if found is not None:
+        raise ConfigError(found, "expected a number, got nan (NaN is never a valid setting)")
     return suite
+
+
+def _check_across(suite: Suite) -> None:
+    """Rules relating fields: what would make duplicate run points, or switch
+    an expectation off without a word."""
+    # two equal seeds make two items with one id and one record
+    _check_distinct(suite.seeds, "seeds", "seeds")
+    if suite.dense.checkpoint:
+        problem = _checkpoint_problem(suite.dense.checkpoint)
+        if problem:
+            raise ConfigError("dense.checkpoint", f"expected {problem}")
+    for name, spec in suite.protocols.items():
+        methods = getattr(getattr(spec, "expect", None), "methods", None)
+        for i, method in enumerate(methods or ()):
+            if method not in suite.methods:
+                # a typo here would switch the expectation off for the method meant
+                raise ConfigError(f"protocols.{name}.expect.methods[{i}]",
+                                  f"expected one of the suite's methods ({', '.join(suite.methods) or 'none'}), "
+                                  f"got {method!r}")
 
 
 def _parse_protocols(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,19 +304,71 @@ def _check_plugin(key: str, load) -> None:
         raise ConfigError(key, str(err)) from None
 
 
-def load_suite(path: str | Path, *, smoke: bool = False) -> Suite:
-    """Read and validate a suite file (and its smoke variant, always)."""
-    path = Path(path)
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, name: str, line: int, first: int):
+        self.key, self.name, self.line, self.first = key, name, line, first
+        super().__init__(key)
+
+
+class UniqueKeySafeLoader(yaml.SafeLoader):
+    """yaml's SafeLoader (still no tags executed) that refuses a key given
+    twice in one mapping, where plain YAML keeps the last silently."""
+
+    def construct_document(self, node):
+        self._check_unique(node, "", set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node, key: str, seen: set) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # <<: keys merged in may be overridden
+                    continue
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node.value)
+                sub = f"{key}.{name}" if key else str(name)
+                line = key_node.start_mark.line + 1
+                if (key_node.tag, name) in first:
+                    raise _DuplicateKey(sub, name, line, first[(key_node.tag, name)])
+                first[(key_node.tag, name)] = line
+                self._check_unique(value_node, sub, seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, f"{key}[{i}]", seen)
+
+
+def _read_yaml(path: Path) -> Any:
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as err:
+        raise SuiteError(f"{file}: cannot read: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is fine
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SuiteError(f"{file}: expected UTF-8 text, got byte 0x{data[err.start]:02x} "
+                         f"(line {line}, column {col})") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise SuiteError(f"{file}: {err.key}: expected each key once in a mapping, got {err.name!r} again "
+                         f"(line {err.line}; first at line {err.first})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SuiteError(f"{file}: invalid YAML{where}: {problem}") from None
-    except OSError as err:
-        raise SuiteError(f"{file}: cannot read: {err}") from None
+
+
+def load_suite(path: str | Path, *, smoke: bool = False) -> Suite:
+    """Read and validate a suite file (and its smoke variant, always)."""
+    path = Path(path)
+    file = str(path)
+    raw = _read_yaml(path)
     try:
         suite = _parse_suite(raw, file)
         smoke_suite = None

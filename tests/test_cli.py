@@ -17,7 +17,7 @@ def test_validate_reports_bad_suite(tmp_path, capsys):
         "protocols: {equal_compression: {structure: [unstructured], rates: [2]}}\n"
     )
     assert main(["validate", str(bad)]) == 1
-    assert f"{bad}: version: expected an integer, got 'one'" in capsys.readouterr().out
+    assert f"{bad}: version: expected an integer >= 1, got 'one'" in capsys.readouterr().out
 
 
 

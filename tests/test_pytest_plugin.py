@@ -90,12 +90,12 @@ def test_item_ids_are_readable(pytester, isolated_cache):
 
 
 def test_unmet_expect_fails_with_target_vs_achieved(pytester, isolated_cache):
-    _suite(pytester, "unmet", expect="{min_accuracy: 101}")
+    _suite(pytester, "unmet", expect="{min_accuracy: 100}")
     res = pytester.runpytest_subprocess("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*expectation not met*", "*top1: target >= 101, achieved *"])
+    res.stdout.fnmatch_lines(["*expectation not met*", "*top1: target >= 100, achieved *"])
     (rec,) = _records(pytester.path / "res")
-    assert rec["status"] == "failed" and "target >= 101" in rec["failure"]  # recorded anyway
+    assert rec["status"] == "failed" and "target >= 100" in rec["failure"]  # recorded anyway
 
 
 def test_unknown_method_suggests_the_closest(pytester):
@@ -118,7 +118,7 @@ def test_broken_suite_is_a_collection_error_not_a_silent_skip(pytester):
     path = _suite(pytester, "broken", text=TINY.format(name="b", expect="{}").replace("seeds: [0]", "seeds: [zero]"))
     res = pytester.runpytest_subprocess("suites", "--wandb", "off")
     assert res.ret != 0
-    res.stdout.fnmatch_lines([f"*{path}: seeds[[]0[]]: expected an integer, got 'zero'*"])
+    res.stdout.fnmatch_lines([f"*{path}: seeds[[]0[]]: expected an integer in 0..4294967295, got 'zero'*"])
 
 
 def test_seeds_option_overrides_suite_seeds(pytester):
@@ -146,12 +146,12 @@ def test_a_second_run_reuses_completed_points_and_rerun_runs_them_again(pytester
 
 
 def test_a_failed_point_is_reused_as_failed_and_an_error_is_retried(pytester, isolated_cache):
-    _suite(pytester, "unmet2", expect="{min_accuracy: 101}")
+    _suite(pytester, "unmet2", expect="{min_accuracy: 100}")
     args = ("suites", "--wandb", "off", "--results", "res", "-p", "no:cacheprovider")
     pytester.runpytest_subprocess(*args).assert_outcomes(failed=1)
     again = pytester.runpytest_subprocess(*args)
     again.assert_outcomes(failed=1)
-    again.stdout.fnmatch_lines(["*target >= 101*", "*reused: the stored record of this point*"])
+    again.stdout.fnmatch_lines(["*target >= 100*", "*reused: the stored record of this point*"])
     # an error record is never reused
     from prunebench.results import ResultStore
 

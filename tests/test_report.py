@@ -152,9 +152,9 @@ def test_suite_page_tables():
     rows = {line.split(" | ")[0] + " | " + line.split(" | ")[1]: line for line in page.splitlines()
             if line.startswith("| magnitude") or line.startswith("| random")}
     mag16 = rows["| magnitude v1 | 16×"]
-    # hand-computed: mean 91.00, s = 1, t(2) = 4.303 -> half-width 2.48; Δ = top1 - dense
-    assert "| 91.00 ± 2.48 |" in mag16
-    assert "| -1.00 ± 2.48 |" in mag16
+    # hand-computed: mean 91.00, SD 1, t(2) = 4.303 -> CI half-width 2.48; Δ = top1 - dense
+    assert "| 91.00 ± 1.00 | [88.52, 93.48] | 90.00, 91.00, 92.00 |" in mag16
+    assert "| -1.00 ± 1.00 |" in mag16
     assert "| 16.0× | " in mag16  # mean achieved rate
     assert "| 12.8× | 16.0× |" in mag16  # storage incl. index, data only
     assert "| 6.24% |" in mag16  # MACs left = 1 / 16.016
@@ -165,11 +165,12 @@ def test_suite_page_tables():
     assert page.index("| magnitude v1 | 16×") < page.index("| random v1 | 16×")
     # no hardware model: dashes
     mag4 = rows["| magnitude v1 | 4×"]
-    assert "| 91.60 ± 1.27 |" in mag4  # 91.5, 91.7: s = 0.1414, t(1) = 12.706
+    # 91.5, 91.7: SD 0.1414, t(1) = 12.706 -> half-width 1.27
     # no record of this table was scored by a hardware model: no hardware columns
-    assert mag4.startswith("| magnitude v1 | 4× | 4.00× | 91.60 ± 1.27 | -0.40 ± 1.27 | 2 |")
+    assert mag4.startswith("| magnitude v1 | 4× | 4.00× | 91.60 ± 0.14 | [90.33, 92.87] | 91.50, 91.70 | "
+                           "-0.40 ± 0.14 | 2 |")
     # errors are counted where they belong and listed
-    assert "| random v1 | 32× | — | — | — | — | — | — | 0 | — | 1 error |" in page
+    assert "| random v1 | 32× | — | — | — | — | — | — | — | — | 0 | — | 1 error |" in page
     assert "## Errors" in page
     assert "| random v1 | 1 | `random-filter-32.0x-s1`: VerificationError: layer conv1 has 10 nonzeros" in page
     assert "Traceback" not in page
@@ -177,8 +178,9 @@ def test_suite_page_tables():
     # equal accuracy: rate found over the 2 seeds that found one
     assert "## Equal accuracy · unstructured" in page
     assert "Search: highest rate in [2×, 512×] within 0.5 pts of dense." in page
-    ea = rows["| magnitude v1 | 37.0 ± 12.7"]  # 36, 38: s = 1.414, t(1) = 12.706
-    assert "| 91.60 ± 0.00 |" in ea and "| 7 | 3 |" in ea and "1/3 seeds found no rate" in ea
+    # rates averaged geometrically: sqrt(36 x 38) = 36.99; 2 of 3 seeds found one
+    ea = rows["| magnitude v1 | 37.0×"]
+    assert "| 36.0, 38.0, 1 none | 91.60 ± 0.00 |" in ea and "| 7 | 2 of 3 |" in ea
 
     # a table per protocol and structure, equal compression first
     assert page.index("## Equal compression · filter") < page.index("## Equal compression · unstructured")
@@ -238,7 +240,7 @@ def test_missing_hardware_and_no_plot():
     page = render([make_record(hardware=False)])
     assert f"{SUITE}-pareto.png" not in page
     text = page[f"{SUITE}.md"]
-    assert "Pareto" not in text and "| 16× | 16.0× | 91.00 (n=1) | -1.00 (n=1) | 1 | 1 | 1/1 met expect |" in text
+    assert "Pareto" not in text and "| 16× | 16.0× | 91.00 (n=1) | — | 91.00 | -1.00 (n=1) | 1 | 1 | 1/1 met expect |" in text
     assert "Storage" not in text and "MACs" not in text.split("Metrics in percent")[1].split("\n\n", 1)[1]
 
 
@@ -333,3 +335,40 @@ def test_one_bad_record_or_suite_is_reported_and_the_rest_rendered():
     assert any(p.startswith("record skipped") for p in problems)
     assert any("suite 'README' skipped: its page name 'README.md' collides" in p for p in problems)
     assert "# README" not in out["README.md"]
+
+
+def test_paired_differences_against_the_reference_method():
+    """Same seed, same dense model: the pairing removes the seeds' own spread."""
+    recs = []
+    for seed, (mag, rnd) in enumerate(((90.0, 88.0), (92.0, 90.5), (94.0, 92.0))):
+        for method, top1 in (("magnitude", mag), ("random", rnd)):
+            rec = make_record(method=method, seed=seed, top1=top1)
+            rec["reference_method"] = "magnitude"
+            rec["dense_key"] = f"dense-{seed}"
+            recs.append(rec)
+    page = render(recs)[f"{SUITE}.md"]
+    assert "Δ top1 vs magnitude (paired, 95% CI)" in page
+    rnd = next(line for line in page.splitlines() if line.startswith("| random v1 | 16×"))
+    mag = next(line for line in page.splitlines() if line.startswith("| magnitude v1 | 16×"))
+    # differences -2.0, -1.5, -2.0: mean -1.83, SD 0.289, t(2) 4.303 -> half-width 0.72
+    assert "| -1.83 [-2.55, -1.12] (n=3) |" in rnd
+    assert "| reference |" in mag
+    # unpaired, the two rows overlap: 92.00 ± 2.00 against 90.17 ± 2.02
+    assert "| 92.00 ± 2.00 |" in mag and "| 90.17 ± 2.02 |" in rnd
+    # without a reference method named, no such column
+    for rec in recs:
+        del rec["reference_method"]
+    assert "paired" not in render(recs)[f"{SUITE}.md"]
+
+
+def test_equal_accuracy_rows_with_every_seed_rank_first():
+    recs = []
+    for seed, (a, b) in enumerate(((8.0, 64.0), (8.0, None), (8.0, 64.0))):
+        recs.append(make_record(method="magnitude", protocol="equal_accuracy", structure="unstructured", rate=None,
+                                seed=seed, rate_found=a))
+        recs.append(make_record(method="random", protocol="equal_accuracy", structure="unstructured", rate=None,
+                                seed=seed, rate_found=b, status="passed"))
+    page = render(recs)[f"{SUITE}.md"]
+    # random's mean rate is higher, but one seed found none: it ranks below the complete row
+    assert page.index("| magnitude v1 | 8.00×") < page.index("| random v1 | 64.0×")
+    assert "| 64.0, 64.0, 1 none |" in page

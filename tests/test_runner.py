@@ -83,8 +83,8 @@ def test_honest_run_record_has_the_promised_fields(suite, tmp_path):
 
 
 def test_unsupported_structure_is_reported_before_running(suite):
-    with pytest.raises(Unsupported, match="does not produce pattern"):
-        run_point(suite, RunPoint("equal_compression", "random", "pattern", 8.0, 0), RunContext(progress=False))
+    with pytest.raises(Unsupported, match="does not produce unstructured"):
+        run_point(suite, RunPoint("equal_compression", "pattern", "unstructured", 8.0, 0), RunContext(progress=False))
 
 
 PARALLEL_SUITE = SUITE.replace(
@@ -120,3 +120,46 @@ def test_parallel_search_is_part_of_the_point_identity(tmp_path):
     (point,) = rounds.points()
     a, b = rounds.protocol(point.protocol).identity(point), bisection.protocol(point.protocol).identity(point)
     assert a["search"]["parallel"] == 3 and "parallel" not in b["search"]
+
+
+PID_METHOD = '''
+import os
+import torch
+from prunebench import KeepMasked, Method
+from prunebench.projections import project_masks
+
+
+class PidMagnitude(Method):
+    """Magnitude pruning that says which process it ran in."""
+    structures = ("unstructured",)
+
+    def compress(self, model, target, trainer):
+        mods = dict(model.named_modules())
+        weights = {n: mods[n].weight.detach() for n in target.layers}
+        keep = target.keep_budget({n: w.numel() for n, w in weights.items()})
+        masks = project_masks(weights, "unstructured", keep)
+        with torch.no_grad():
+            for n, m in masks.items():
+                mods[n].weight.mul_(m.to(mods[n].weight.dtype))
+        trainer.fit(steps=2, callbacks=[KeepMasked(masks)])
+        return {"pid": os.getpid()}
+'''
+
+
+def test_third_party_methods_run_in_their_own_process_by_default(suite, fake_dists, tmp_path):
+    import os
+
+    from prunebench.runner import isolated
+
+    fake_dists("fakeplug-pid", {"prunebench.methods": {"pidmag": "fakeplug_pid:PidMagnitude"}},
+               module_source={"fakeplug_pid": PID_METHOD})
+    assert isolated("pidmag", "auto") and not isolated("magnitude", "auto")
+    assert isolated("magnitude", "process") and not isolated("pidmag", "off")
+    point = RunPoint("equal_compression", "pidmag", "unstructured", 8.0, 0)
+    apart = run_point(suite, point, RunContext(progress=False)).record
+    here = run_point(suite, point, RunContext(progress=False, isolation="off")).record
+    assert apart.method_info["pid"] != os.getpid() and here.method_info["pid"] == os.getpid()
+    # the harness's part (quantizer, checks, evaluation, scores) ran here on the same weights
+    assert apart.metrics == here.metrics and apart.achieved_rate == here.achieved_rate
+    assert apart.hardware == here.hardware and apart.steps_spent == here.steps_spent == 2
+    assert apart.train_samples_seen == here.train_samples_seen > 0

@@ -60,7 +60,7 @@ def test_nested_unknown_key_has_dotted_path(tmp_path):
 
 def test_wrong_type_reads_expected_x_got_y(tmp_path):
     msg, path = error_of(tmp_path, GOOD.replace("seeds: [0, 1]", "seeds: [0, one]"))
-    assert msg == f"{path}: seeds[1]: expected an integer, got 'one'"
+    assert msg == f"{path}: seeds[1]: expected an integer in 0..4294967295, got 'one'"
 
 
 def test_wrong_type_in_plugin_config(tmp_path):
@@ -153,3 +153,22 @@ def test_detection_overrides_with_bare_class_names_validate(tmp_path):
     path = write(tmp_path, DETECTION.replace(
         "OVERRIDE", "{bbox_head.loss_cls.type: FocalLoss, test_cfg.nms.type: soft_nms, backbone.depth: 18}"))
     assert load_suite(path).task_config().model_overrides["bbox_head.loss_cls.type"] == "FocalLoss"
+
+
+def test_reference_method_must_be_a_method_of_the_suite(tmp_path):
+    import yaml
+
+    from prunebench.suite import SuiteError, load_suite
+
+    from conftest import REPO
+
+    text = (REPO / "suites" / "smoke" / "lenet5_synthetic.yaml").read_text()
+    data = yaml.safe_load(text)
+    data["reference_method"] = "magnitud"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SuiteError, match=r"reference_method: expected one of the suite's methods \(.*magnitude.*\), got 'magnitud'"):
+        load_suite(path)
+    data["reference_method"] = "magnitude"
+    path.write_text(yaml.safe_dump(data))
+    assert load_suite(path).reference_method == "magnitude"

