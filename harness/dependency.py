@@ -92,32 +92,56 @@ def _zero_columns(module: nn.Module, idxs) -> None:
         module.weight[:, idxs] = 0
 
 
-def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds: int = 10
-                    ) -> tuple[nn.Module, EffectiveCount]:
-    """A copy of ``model`` with the dependency-dead units zeroed, and the counts."""
+#: per architecture (model class, parameter names and shapes): every producer unit's
+#: consumers and norm channels, so the graph is traced once, not once per run
+_PLANS: dict[tuple, dict[str, list[tuple[list, list]]]] = {}
+
+
+def _architecture(model: nn.Module) -> tuple:
+    return (type(model).__qualname__, tuple((n, tuple(p.shape)) for n, p in model.state_dict().items()))
+
+
+def _plan(model: nn.Module, example_input: torch.Tensor) -> dict[str, list[tuple[list, list]]]:
+    """For each Conv/Linear, per output unit: ([(consumer, input idxs)], [(norm, idxs)])."""
+    key = _architecture(model)
+    if key in _PLANS:
+        return _PLANS[key]
     import torch_pruning as tp
 
-    eff = copy.deepcopy(model).eval()
-    names = weight_layers(eff)
-    modules = dict(eff.named_modules())
-    total, nonzero = count_weights(eff, names)
+    traced = copy.deepcopy(model)
+    modules = dict(traced.named_modules())
+    name_of = {id(m): n for n, m in modules.items()}
     with torch.enable_grad():  # the graph is traced through autograd
-        graph = tp.DependencyGraph().build_dependency(eff, example_inputs=example_input)
-    groups: dict[tuple[str, int], list] = {}
-
-    def group_of(name: str, unit: int):
-        if (name, unit) not in groups:
-            layer = modules[name]
-            handler = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
-            items = []
+        graph = tp.DependencyGraph().build_dependency(traced, example_inputs=example_input)
+    plan = {}
+    for name in weight_layers(traced):
+        layer = modules[name]
+        handler = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+        units = []
+        for unit in range(layer.weight.shape[0]):
+            consumers, norms = [], []
             for dep, idxs in graph.get_pruning_group(layer, handler, idxs=[unit]):
                 target = dep.target.module
                 if target is layer and not _is_in_handler(dep.handler):
                     continue
-                items.append((target, _is_in_handler(dep.handler), list(idxs)))
-            groups[(name, unit)] = items
-        return groups[(name, unit)]
+                if _is_in_handler(dep.handler) and isinstance(target, (nn.Conv2d, nn.Linear)):
+                    consumers.append((name_of[id(target)], list(idxs)))
+                elif isinstance(target, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+                    norms.append((name_of[id(target)], list(idxs)))
+            units.append((consumers, norms))
+        plan[name] = units
+    _PLANS[key] = plan
+    return plan
 
+
+def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds: int = 10
+                    ) -> tuple[nn.Module, EffectiveCount]:
+    """A copy of ``model`` with the dependency-dead units zeroed, and the counts."""
+    eff = copy.deepcopy(model).eval()
+    names = weight_layers(eff)
+    modules = dict(eff.named_modules())
+    total, nonzero = count_weights(eff, names)
+    plan = _plan(eff, example_input)
     dead: dict[str, set[int]] = {n: set() for n in names}
     for _ in range(max_rounds):
         changed = False
@@ -125,24 +149,19 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
             layer = modules[name]
             w = layer.weight.detach()
             rows_zero = (w.reshape(w.shape[0], -1) == 0).all(dim=1)
-            for unit in range(w.shape[0]):
-                if unit in dead[name]:
-                    continue
-                consumers = [(t, idxs) for t, is_in, idxs in group_of(name, unit)
-                             if is_in and isinstance(t, (nn.Conv2d, nn.Linear))]
-                if not consumers:
-                    continue  # a model output: nothing downstream to credit
-                unread = all(bool((t.weight.detach()[:, idxs] == 0).all()) for t, idxs in consumers)
+            for unit, (consumers, norms) in enumerate(plan[name]):
+                if unit in dead[name] or not consumers:
+                    continue  # no consumer: a model output, nothing downstream to credit
+                unread = all(bool((modules[c].weight.detach()[:, idxs] == 0).all()) for c, idxs in consumers)
                 if not (bool(rows_zero[unit]) or unread):
                     continue
                 dead[name].add(unit)
                 changed = True
                 _zero_rows(layer, [unit])
-                for target, is_in, idxs in group_of(name, unit):
-                    if is_in and isinstance(target, (nn.Conv2d, nn.Linear)):
-                        _zero_columns(target, idxs)
-                    elif not is_in and isinstance(target, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
-                        _zero_rows(target, idxs)  # the channel's shift would survive the removal otherwise
+                for c, idxs in consumers:
+                    _zero_columns(modules[c], idxs)
+                for norm, idxs in norms:  # the channel's shift would survive the removal otherwise
+                    _zero_rows(modules[norm], idxs)
         if not changed:
             break
     _, effective = count_weights(eff, names)

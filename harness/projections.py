@@ -31,18 +31,47 @@ columns in PyTorch order (c, kh, kw).  Groups (the unit a structure removes):
   they get ``kernel`` (connectivity) treatment, which for 1x1 convs and
   linear layers is unstructured pruning, since their kernel is one weight.
 
-Projection.  The constraint set is "whole groups only, at most ``keep``
-weights in kept groups" (for pattern: kept kernels times their pattern size).
-The Euclidean projection keeps the groups with the most squared norm.  With
-equal group sizes this is exact: keep the floor(budget / size) groups of
-largest norm.  With unequal sizes (global allocation across layers, partial
-block tiles, pe groups when N does not divide F, mixed pattern sizes) the
-exact projection is a knapsack; we use the greedy ratio rule instead: rank
-groups by squared norm per weight and keep the longest prefix that fits the
-budget.  ``allocation='uniform'`` gives each layer the budget
-floor(keep * n_layer / n_total) and projects each layer on its own.
-N:M ignores ``keep`` and ``allocation`` (its budget is implied by N/M); it
-only validates that ``keep`` is not below what the N:M format stores.
+Selection: one engine for every structure.  :func:`project_masks` is the only
+place a keep budget becomes masks; magnitude, random, ADMM, SLR, PatDNN and
+PE-ternary all go through it.  For each layer it takes the groups of
+:func:`structure_groups`, each with a *size* (the weights it keeps: for a
+pattern 3x3 kernel, its pattern's size) and a *score*, higher kept.  The
+default score is the group's importance per weight: energy / size, where the
+energy sums the importance of the weights the group keeps and a weight's
+importance is w^2 (so groups rank by L2 norm / sqrt(size); with equal sizes
+everywhere the energy itself is used, which ranks the same without rounding).
+A caller may give its own per-weight ``importance`` or per-group ``scores``
+(random pruning gives random ones).  The rule, the same for every structure:
+
+1. Floor.  Layer l with G_l groups keeps its best
+   max(1, floor(min(floor_fraction, keep / total) * G_l)) groups whatever the
+   allocation (``floor=None``: no floor).  Capping the fraction at the kept
+   fraction means the floor never asks a layer for more than its uniform
+   share, beyond the one-group minimum.  If the floors do not fit in ``keep``
+   (the one-group minima can overshoot), floor groups beyond each layer's
+   first are dropped, lowest-ranked first (the reverse of step 2), until
+   they fit; if even one group per layer does not fit, no floor holds and
+   steps 2 and 3 run alone (some layer then collapses, and
+   :func:`prunebench.verify.verify` says which).
+2. Ranking.  Groups sorted by score, highest first; ties go to the earlier
+   layer (in the order given), then to the lower group id (stable sort).
+3. ``global``: keep the floor groups, then the longest prefix of the ranking
+   of all other groups (all layers together) that fits the rest of the
+   budget.  ``uniform``: layer l's budget is floor(keep * n_l / n_total)
+   weights and the same rule runs inside each layer; where a floor pushed a
+   layer over its share, the lowest-ranked non-floor kept groups of all
+   layers (the reverse of the ranking) are dropped until the total fits.
+
+With equal group sizes and the default score this is the exact Euclidean
+projection onto "whole groups, at most ``keep`` weights, at least the floor
+in every layer" (with ``floor=None``, onto the plain constraint set).  With
+unequal sizes (global allocation across layers, partial block tiles, pe
+groups when N does not divide F, mixed pattern sizes) the exact projection
+is a knapsack; the longest-prefix rule above is the greedy ratio rule.
+N:M is the exception: it ignores ``keep``, ``allocation`` and the floor (its
+budget is implied by N/M and no group can be emptied); each group keeps its
+N most important weights, and ``keep`` is only checked against what the
+format stores.
 
 Everything is vectorised (loops only over layers) and deterministic on ties:
 stable sorts, so among equal scores the lower flat group index wins (layers in
@@ -57,11 +86,12 @@ from typing import Callable, Iterable, Literal, Mapping, Sequence, get_args
 
 import torch
 
-from .target import Structure
+from .target import DEFAULT_LAYER_FLOOR, Structure
 
 __all__ = [
     "Allocation",
     "ALLOCATIONS",
+    "DEFAULT_LAYER_FLOOR",
     "GROUPED_KINDS",
     "PATTERNS_SLR_5OF9",
     "PATTERN_LIMITS",
@@ -90,6 +120,8 @@ def _check_allocation(allocation: str) -> None:
         raise ValueError(f"allocation: expected one of {', '.join(map(repr, ALLOCATIONS))}, got {allocation!r}")
 
 
+#: kinds whose groups are a plain reshape (:func:`group_view`, :func:`groups_to_mask`); helpers for
+#: methods with their own group parameters (autoprune's gates).  Selection is :func:`project_masks`.
 GROUPED_KINDS = ("unstructured", "filter", "channel", "column", "kernel")
 
 
@@ -149,54 +181,24 @@ def magnitude_masks(
     *,
     allocation: str = "global",
     scores: Mapping[str, torch.Tensor] | None = None,
+    floor: float | None = DEFAULT_LAYER_FLOOR,
 ) -> dict[str, torch.Tensor]:
     """Masks keeping at most ``keep_weights`` weights, removing whole groups.
 
-    ``scores`` gives one score per group (default: group L2 norm); groups
-    with the highest scores are kept.  ``global`` ranks groups of all layers
-    together, by score divided by sqrt(group size) so layers with different
-    group sizes compare fairly; ``uniform`` keeps the same fraction of groups
-    in every layer (at least one group per layer, so a layer is never cut off
-    entirely; :func:`project_masks` is the exact projection without that floor).
+    The shared engine (:func:`project_masks`) under its older name, for any
+    structure.  ``scores`` gives one score per group (default: group L2
+    norm), compared across layers per sqrt(group size), i.e. as L2 norm /
+    sqrt(size) would be; the module docstring has the allocation and floor.
     """
-    _check_allocation(allocation)
-    names = list(weights)
-    total = sum(w.numel() for w in weights.values())
-    group_size = {n: group_view(weights[n], kind).shape[1] for n in names}
-    sc = {n: (scores[n] if scores is not None else group_norms(weights[n], kind)).flatten().float().cpu() for n in names}
-    keep: dict[str, torch.Tensor] = {}
-    if allocation == "uniform":
-        fraction = keep_weights / total
-        for n in names:
-            n_groups = sc[n].numel()
-            k = max(1, math.floor(n_groups * fraction + 1e-9)) if kind != "unstructured" else math.floor(n_groups * fraction + 1e-9)
-            keep[n] = keep_top(sc[n], k)
-        # the one-group floor may overshoot the budget: drop the weakest extra groups (normalised score)
-        kept = sum(int(keep[n].sum()) * group_size[n] for n in names)
-        if kept > keep_weights:
-            cand = [(float(sc[n][i]) / math.sqrt(group_size[n]), j, n, int(i))
-                    for j, n in enumerate(names) if int(keep[n].sum()) > 1
-                    for i in torch.nonzero(keep[n]).flatten().tolist()]
-            for _, _, n, i in sorted(cand):
-                if kept <= keep_weights:
-                    break
-                if int(keep[n].sum()) > 1:
-                    keep[n][i] = False
-                    kept -= group_size[n]
-    else:
-        normalised = torch.cat([sc[n] / math.sqrt(group_size[n]) for n in names])
-        sizes = torch.cat([torch.full((sc[n].numel(),), group_size[n], dtype=torch.long) for n in names])
-        order = torch.argsort(normalised, descending=True, stable=True)
-        cumulative = torch.cumsum(sizes[order], 0)
-        chosen = order[cumulative <= keep_weights]
-        flat = torch.zeros(normalised.numel(), dtype=torch.bool)
-        flat[chosen] = True
-        start = 0
-        for n in names:
-            count = sc[n].numel()
-            keep[n] = flat[start : start + count]
-            start += count
-    return {n: groups_to_mask(keep[n], weights[n].shape, kind).to(weights[n].device) for n in names}
+    st = as_structure(kind)
+    if scores is not None:
+        keys = {}
+        for n, w in weights.items():
+            ids, ng = structure_groups(w.shape, st)
+            size = torch.bincount(ids.reshape(-1), minlength=ng).double()
+            keys[n] = scores[n].detach().flatten().double().cpu() / size.sqrt()
+        scores = keys
+    return project_masks(weights, st, keep_weights, allocation=allocation, scores=scores, floor=floor)
 
 
 # ---------------------------------------------------------------- structures
@@ -380,23 +382,88 @@ def _as_library(library) -> torch.Tensor:
 # ---------------------------------------------------------------- projection
 
 
-def _greedy(energy: torch.Tensor, size: torch.Tensor, budget: int) -> torch.Tensor:
-    """Keep groups by energy per weight, longest prefix within ``budget`` weights."""
-    keep = torch.zeros(energy.numel(), dtype=torch.bool, device=energy.device)
-    if energy.numel() == 0 or budget <= 0:
-        return keep
-    # equal sizes: rank by energy itself, so no rounding from the division
-    score = energy if bool(size.min() == size.max()) else energy / size.to(energy.dtype)
-    order = torch.argsort(score, descending=True, stable=True)
-    keep[order[torch.cumsum(size[order], 0) <= budget]] = True
-    return keep
+def _floor_counts(groups: Sequence[int], numels: Sequence[int], keep: int, floor: float | None) -> list[int]:
+    """Groups each layer keeps whatever the allocation: max(1, floor(min(floor, keep/total) * G))."""
+    if floor is None:
+        return [0] * len(groups)
+    total = sum(numels)
+    if not 0 <= floor <= 1:
+        raise ValueError(f"floor: expected a fraction in [0, 1] or None, got {floor!r}")
+    out = []
+    for g in groups:
+        if floor * total >= keep:  # the kept fraction is the smaller: exact integer arithmetic
+            share = keep * g // total if total else 0
+        else:
+            share = math.floor(floor * g + 1e-9)
+        out.append(min(g, max(1, share)))
+    return out
 
 
-def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    x = w.detach().abs().movedim(1, -1)  # (F, *k, C): groups run along C
+def _select(
+    keys: list[torch.Tensor], sizes: list[torch.Tensor], numels: list[int], keep: int, allocation: str,
+    floor: float | None,
+) -> list[torch.Tensor]:
+    """The selection rule of the module docstring on CPU tensors, one per layer: which groups to keep."""
+    counts = [k.numel() for k in keys]
+    orders = [torch.argsort(k, descending=True, stable=True) for k in keys]
+    offsets = list(itertools.accumulate([0, *counts]))
+    key, size = torch.cat(keys), torch.cat(sizes)
+    chosen = torch.zeros(key.numel(), dtype=torch.bool)
+
+    def drop_worst(candidates: torch.Tensor, excess: int) -> torch.Tensor:
+        """The fewest of ``candidates``, lowest-ranked first (ties: later layer, higher id), freeing ``excess``."""
+        worst_first = torch.argsort(key, descending=True, stable=True).flip(0)
+        worst_first = worst_first[candidates[worst_first]]
+        return worst_first[: int((torch.cumsum(size[worst_first], 0) < excess).sum()) + 1]
+
+    # 1. floor: a prefix of each layer's own ranking
+    need = _floor_counts(counts, numels, keep, floor)
+
+    def floor_set(need):
+        return torch.cat([o[:f] + off for o, f, off in zip(orders, need, offsets)]) if keys else torch.zeros(0, dtype=torch.long)
+
+    fixed = floor_set(need)
+    excess = int(size[fixed].sum()) - keep
+    if excess > 0:
+        first = floor_set([min(f, 1) for f in need])
+        if int(size[first].sum()) > keep:  # not one group per layer fits: no floor can hold
+            fixed = first[:0]
+        else:  # drop floor groups beyond each layer's first, lowest-ranked first, until the floors fit
+            held = torch.zeros_like(chosen)
+            held[fixed] = True
+            extra = held.clone()
+            extra[first] = False
+            held[drop_worst(extra, excess)] = False
+            fixed = torch.nonzero(held).flatten()
+    chosen[fixed] = True
+
+    def prefix(order: torch.Tensor, budget: int) -> torch.Tensor:
+        order = order[~chosen[order]]
+        return order[torch.cumsum(size[order], 0) <= budget] if budget > 0 else order[:0]
+
+    # 2 and 3: the ranking, then the longest prefix that fits
+    if allocation == "global":
+        ranking = torch.argsort(key, descending=True, stable=True)
+        chosen[prefix(ranking, keep - int(size[chosen].sum()))] = True
+    else:
+        total = sum(numels)
+        for o, off, n in zip(orders, offsets, numels):
+            o = o + off
+            share = keep * n // total if total else 0
+            chosen[prefix(o, share - int(size[o][chosen[o]].sum()))] = True
+        excess = int(size[chosen].sum()) - keep
+        if excess > 0:  # floors went over some shares: drop the lowest-ranked non-floor groups
+            droppable = chosen.clone()
+            droppable[fixed] = False
+            chosen[drop_worst(droppable, excess)] = False
+    return list(chosen.split(counts))
+
+
+def _nm_mask(importance: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    x = importance.movedim(1, -1)  # (F, *k, C): groups run along C
     c = x.shape[-1]
     pad = (-c) % m
-    x = torch.nn.functional.pad(x, (0, pad), value=-1.0)  # padding never outranks a real |w|
+    x = torch.nn.functional.pad(x, (0, pad), value=-math.inf)  # padding never outranks a real weight
     g = x.reshape(*x.shape[:-1], -1, m)
     order = torch.argsort(g, dim=-1, descending=True, stable=True)
     keep = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, order[..., :n], True)
@@ -410,15 +477,25 @@ def project_masks(
     *,
     allocation: str = "global",
     pattern_library=None,
+    importance: Mapping[str, torch.Tensor] | None = None,
+    scores: Mapping[str, torch.Tensor] | None = None,
+    floor: float | None = DEFAULT_LAYER_FLOOR,
 ) -> dict[str, torch.Tensor]:
-    """Bool masks of the Euclidean projection of ``weights`` onto ``structure`` with <= ``keep`` weights.
+    """Bool masks keeping at most ``keep`` weights of ``weights`` in ``structure``.
 
-    See the module docstring for groups, the greedy rule for unequal group
-    sizes and N:M.  ``pattern_library`` (pattern only): a (P, 3, 3) mask
-    tensor such as :data:`PATTERNS_SLR_5OF9`; None distils a PatDNN library of
-    8 from all 3x3 kernels in ``weights`` (one library shared by all layers).
-    A mask may keep a group whose weights are all zero; it never keeps more
-    than ``keep`` weights.
+    The one group engine: the module docstring gives the groups, the floor,
+    the selection rule and N:M.  With the defaults it is the Euclidean
+    projection (greedy where group sizes differ).  ``importance``: a tensor
+    per layer shaped like its weight (default w^2), which decides group
+    energies, the N kept of every N:M group and the pattern of each 3x3
+    kernel.  ``scores``: one score per group (ids of :func:`structure_groups`),
+    higher kept, replacing energy / size in the ranking.  ``floor``: the
+    per-layer floor fraction (:attr:`prunebench.Target.layer_floor`; None:
+    none).  ``pattern_library`` (pattern only): a (P, 3, 3) mask tensor such
+    as :data:`PATTERNS_SLR_5OF9`; None distils a PatDNN library of 8 from all
+    3x3 kernels in ``weights`` (one library shared by all layers).  A mask may
+    keep a group whose weights are all zero; it never keeps more than ``keep``
+    weights unless no single group fits.
     """
     st = as_structure(structure)
     _check_allocation(allocation)
@@ -426,6 +503,16 @@ def project_masks(
     if keep < 0:
         raise ValueError(f"keep must be >= 0, got {keep}")
     names = list(weights)
+
+    def imp(k: str) -> torch.Tensor:
+        w = weights[k].detach()
+        if importance is None:
+            return w.double() ** 2  # float32 squares are exact in float64
+        t = importance[k].detach()
+        if t.shape != w.shape:
+            raise ValueError(f"importance[{k!r}]: expected shape {tuple(w.shape)}, got {tuple(t.shape)}")
+        return t.to(w.device, torch.float64)
+
     if st.kind == "nm":
         n, m = st.params
         stored = sum(nm_slots(weights[k].shape, n, m) for k in names)
@@ -434,7 +521,7 @@ def project_masks(
                 f"{st} stores {stored} weights for these layers (N/M of them), more than keep={keep}; "
                 "N:M fixes the budget, pick a rate of at most M/N"
             )
-        return {k: _nm_mask(weights[k], n, m) for k in names}
+        return {k: _nm_mask(imp(k), n, m) for k in names}
 
     lib = None
     if st.kind == "pattern":
@@ -447,29 +534,35 @@ def project_masks(
     for k in names:
         w = weights[k].detach()
         gid, ng = structure_groups(w, st)
-        sq = w.double().reshape(-1) ** 2  # float32 squares are exact in float64
+        value = imp(k).reshape(-1)
         if lib is not None and _is_3x3(w.shape):
             libd = lib.to(w.device)
-            kept = sq.reshape(-1, 9) @ libd.double().t()  # energy each pattern keeps, per kernel
+            kept = value.reshape(-1, 9) @ libd.double().t()  # importance each pattern keeps, per kernel
             best = kept.argmax(dim=1)  # first maximum: earlier library entry wins ties
             energy[k] = kept.gather(1, best[:, None]).squeeze(1)
             size[k] = libd.sum(dim=1)[best]
             inner[k] = libd[best].reshape(w.shape)
         else:
-            energy[k] = torch.zeros(ng, dtype=torch.float64, device=w.device).index_add_(0, gid.reshape(-1), sq)
+            energy[k] = torch.zeros(ng, dtype=torch.float64, device=w.device).index_add_(0, gid.reshape(-1), value)
             size[k] = torch.bincount(gid.reshape(-1), minlength=ng)
         ids[k] = gid
-
-    if allocation == "uniform":
-        total = sum(weights[k].numel() for k in names)
-        chosen = {k: _greedy(energy[k], size[k], keep * weights[k].numel() // total) for k in names}
+    sizes = [size[k].cpu().long() for k in names]
+    if scores is not None:
+        keys = []
+        for k, s in zip(names, sizes):
+            sc = scores[k].detach().flatten().double().cpu()
+            if sc.numel() != s.numel():
+                raise ValueError(f"scores[{k!r}]: expected {s.numel()} group scores for {st}, got {sc.numel()}")
+            keys.append(sc)
+    elif len({int(v) for s in sizes for v in s.unique()}) <= 1:
+        keys = [energy[k].cpu() for k in names]  # equal sizes: energy ranks the same, without rounding
     else:
-        devices = {k: energy[k].device for k in names}
-        flat = _greedy(torch.cat([energy[k].cpu() for k in names]), torch.cat([size[k].cpu() for k in names]), keep)
-        chosen = dict(zip(names, (c.to(devices[k]) for k, c in zip(names, flat.split([energy[k].numel() for k in names])))))
+        keys = [energy[k].cpu() / s.double() for k, s in zip(names, sizes)]
+
+    chosen = _select(keys, sizes, [weights[k].numel() for k in names], keep, allocation, floor)
     out = {}
-    for k in names:
-        mask = chosen[k][ids[k]]
+    for k, c in zip(names, chosen):
+        mask = c.to(ids[k].device)[ids[k]]
         out[k] = mask & inner[k] if k in inner else mask
     return out
 
@@ -481,9 +574,10 @@ def project(
     *,
     allocation: str = "global",
     pattern_library=None,
+    floor: float | None = DEFAULT_LAYER_FLOOR,
 ) -> dict[str, torch.Tensor]:
     """Euclidean projection of ``weights``: the masked weights of :func:`project_masks` (inputs untouched)."""
-    masks = project_masks(weights, structure, keep, allocation=allocation, pattern_library=pattern_library)
+    masks = project_masks(weights, structure, keep, allocation=allocation, pattern_library=pattern_library, floor=floor)
     return {k: torch.where(masks[k], weights[k].detach(), torch.zeros_like(weights[k])) for k in weights}
 
 

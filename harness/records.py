@@ -116,6 +116,12 @@ class RunRecord:
     #: where the test data and the dense model come from (the task's describe());
     #: None for tasks that do not say and for records written before it existed
     provenance: dict | None = None
+    #: every Conv/Linear of the model (excluded layers too), dependency-aware
+    #: (prunebench.dependency): total, nonzero and effective nonzero weights, rates
+    whole_model: dict | None = None
+    #: metrics of the model as the method left it, where removing the units its
+    #: structure kills (the effective model, whose metrics are ``metrics``) changed it
+    metrics_nominal: dict | None = None
     #: the method the suite names for paired comparisons on its pages (None: no reference)
     reference_method: str | None = None
     #: optimizer steps the budget allows and the run took (the budget is counted in steps)
@@ -144,7 +150,7 @@ class RunRecord:
             del out["epochs_spent_total"]  # only searches spend over several probes
         if self.train_samples_seen is None:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
-        for name in ("reference_method", "budget_steps", "steps_spent"):
+        for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:

@@ -27,6 +27,7 @@ from . import distributed, registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
+from .dependency import count_weights, effective_model, weight_layers
 from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
 from .quant import quantize_
@@ -135,6 +136,8 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
         structure=structure,
         rate=rate,
         quantization=suite.quantization if method.quantizes else None,
+        layer_floor=suite.layers.floor,
+        allow_collapsed=suite.layers.allow_collapsed,
     )
     trainer = Trainer(
         task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
@@ -189,18 +192,37 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     if quant is not None and not quantizes:
         metrics_before_q = task.evaluate(model)
         _standard_quantize(model, layers, quant)
-    check_target = Target(layers=tuple(layers), structure=structure, rate=rate, quantization=quant)
+    check_target = Target(layers=tuple(layers), structure=structure, rate=rate, quantization=quant,
+                          layer_floor=suite.layers.floor, allow_collapsed=suite.layers.allow_collapsed)
     check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained)
-    metrics = task.evaluate(model)
+    # the whole model counts: the layers the suite left out are quantized like the rest
+    # (after verification, which checks they are as the dense model had them)
+    every_layer = weight_layers(model)
+    excluded = [n for n in every_layer if n not in set(layers)]
+    if quant is not None and excluded:
+        _standard_quantize(model, excluded, quant)
+    # what the structure really removes (prunebench.dependency): evaluated and scored
+    whole = None
+    try:
+        effective, count = effective_model(model, task.example_input())
+        whole = {**count.as_dict(), "excluded_layers": excluded}
+    except Exception as err:  # noqa: BLE001 - a graph Torch-Pruning cannot trace: counted without credit
+        effective = model
+        total, nonzero = count_weights(model, every_layer)
+        whole = {"total_weights": total, "nonzero_weights": nonzero, "effective_nonzero_weights": None,
+                 "rate": total / max(nonzero, 1), "effective_rate": None, "excluded_layers": excluded,
+                 "dependency_unavailable": f"{type(err).__name__}: {err}"[:300]}
+    metrics = task.evaluate(effective)
+    metrics_nominal = task.evaluate(model) if effective is not model and whole.get("weights_removed_by_dependency") else None
     artifact = CompressedModel.from_model(
-        model, layers, task.example_input(), structure=str(structure),
+        effective, every_layer, task.example_input(), structure=str(structure),
         weight_bits=quant.bits if quant is not None else None,
         model_name=task.describe().get("model", ""),
     )
     hardware, hardware_versions = {}, {}
     for name, hw_cls in hw_classes.items():
         hardware[name] = hw_cls(hw_configs[name]).score(
-            artifact, model=model, example_input=task.example_input()
+            artifact, model=effective, example_input=task.example_input()
         )
         hardware_versions[name] = hw_cls.version
     return {
@@ -208,6 +230,8 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
                    "quantization": to_plain(quant) if quant else None, "layers": list(layers)},
         "metrics": metrics,
         "metrics_before_quantization": metrics_before_q,
+        "metrics_nominal": metrics_nominal,
+        "whole_model": whole,
         "achieved_rate": check.achieved_rate,
         "nonzero_weights": check.nonzero_weights,
         "total_weights": check.total_weights,

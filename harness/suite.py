@@ -36,7 +36,7 @@ from .config import (
 from .protocols.base import Protocol, RunPoint, ordered
 from .registry import PluginError
 from .results import sanitize_name
-from .target import Quantization
+from .target import DEFAULT_LAYER_FLOOR, LayerFloor, Quantization
 from .trainer import OptimizerConfig
 
 __all__ = [
@@ -111,6 +111,10 @@ class LayerSpec:
     exclude: tuple[str, ...] = ()
     #: also left dense for structured targets (e.g. the classifier, whose rows are classes)
     exclude_structured: tuple[str, ...] = ()
+    #: every allocation keeps max(1, floor x groups) groups per layer (Target.layer_floor; null: no floor)
+    floor: LayerFloor | None = DEFAULT_LAYER_FLOOR
+    #: let verification accept a layer left with no live output (Target.allow_collapsed)
+    allow_collapsed: bool = False
 
     def select(self, candidates: list[str], structured: bool) -> list[str]:
         def hit(name: str, globs) -> bool:

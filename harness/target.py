@@ -9,13 +9,22 @@ from typing import Annotated, Literal, Mapping, get_args
 
 from .config import Between, ConfigError, Ge, Lt, MinLen, Satisfies, Validated, describe_value
 
-__all__ = ["Structure", "StructureName", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES"]
+__all__ = [
+    "Structure", "StructureName", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES",
+    "LayerFloor", "DEFAULT_LAYER_FLOOR",
+]
 
 # Structure kinds the harness can verify.  Parametrised kinds carry their
 # argument after a colon: block:RxC, pe:N, n:m written as "2:4".
 STRUCTURE_KINDS = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
 QuantScheme = Literal["uniform", "pow2", "ternary", "binary", "levels"]
 QUANT_SCHEMES = get_args(QuantScheme)
+
+#: a per-layer floor: the fraction of a layer's groups every allocation keeps
+#: (at least one group); see prunebench.projections
+LayerFloor = Annotated[float, Between(0, 1)]
+#: the default floor: 1% of each layer's groups, and never fewer than one
+DEFAULT_LAYER_FLOOR = 0.01
 
 _BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
 _PE = re.compile(r"^pe:(\d+)$")
@@ -117,6 +126,13 @@ class Target(Validated):
     ``layer_sparsity`` fixes the pruned fraction per layer.  ``quantization``
     of None means the method need not quantize (the harness's standard
     quantizer runs after it, when the suite asks for one).
+
+    ``layer_floor`` (the suite's ``layers.floor``): every allocation keeps at
+    least max(1, floor(min(layer_floor, kept fraction) x groups)) groups of
+    each layer (:func:`prunebench.projections.project_masks`); None means no
+    floor at all.  ``allow_collapsed`` (``layers.allow_collapsed``) lets
+    verification accept a layer left with no live output; by default such a
+    run fails.
     """
 
     layers: Annotated[tuple[str, ...], MinLen(1)]
@@ -124,6 +140,10 @@ class Target(Validated):
     rate: Annotated[float, Ge(1)] | None = None
     layer_sparsity: Mapping[str, Annotated[float, Ge(0), Lt(1)]] | None = None
     quantization: Quantization | None = None
+    #: bits of the stored membrane potential of spiking neurons (at most 2^bits levels); None: not asked
+    membrane_bits: Annotated[int, Between(1, 32)] | None = None
+    layer_floor: LayerFloor | None = DEFAULT_LAYER_FLOOR
+    allow_collapsed: bool = False
 
     def __post_init__(self):
         super().__post_init__()

@@ -10,6 +10,10 @@ zero), and its values must lie on the scheme's level set (uniform: one step's
 multiples; pow2: one scale times powers of two; ternary / binary: one
 magnitude; levels: the given values).
 
+No collapsed layers: a target layer whose every output unit (filter / row)
+is all zero is refused, naming it, unless ``target.allow_collapsed`` (the
+suite's ``layers.allow_collapsed``) says the suite accepts it.
+
 Any NaN or Inf in a parameter or buffer is refused, naming it.  Given the
 dense model's state (``dense=``), layers outside ``target.layers`` are
 checked too: a Conv2d / Linear weight there may not gain zeros, and a
@@ -29,7 +33,7 @@ from .projections import structure_violations, structured_nonzeros
 from .quant import max_values, off_level_set
 from .target import Target
 
-__all__ = ["VerificationError", "Verification", "verify", "nonfinite", "unlisted_changes"]
+__all__ = ["VerificationError", "Verification", "verify", "nonfinite", "unlisted_changes", "collapsed_layers"]
 
 
 class VerificationError(AssertionError):
@@ -60,6 +64,12 @@ def nonfinite(model: nn.Module) -> list[str]:
         if bool(torch.isinf(t).any()):
             out.append(f"Inf in {name}")
     return out
+
+
+@torch.no_grad()
+def collapsed_layers(weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the layers with no live output unit: every output row / filter all zero."""
+    return [n for n, w in weights.items() if w.numel() and not bool((w.reshape(w.shape[0], -1) != 0).any())]
 
 
 @torch.no_grad()
@@ -132,6 +142,12 @@ def verify(
     for name, w in weights.items():
         for issue in structure_violations(w, structure, max_patterns=max_patterns):
             problems.append(f"structure: layer {name} {issue}")
+    if not target.allow_collapsed:
+        for name in collapsed_layers(weights):
+            problems.append(
+                f"collapsed: layer {name} has no live output (all {weights[name].shape[0]} output units are zero); "
+                f"set layers.allow_collapsed in the suite to accept it"
+            )
 
     if target.rate is not None:
         budget = target.keep_budget(sizes)

@@ -1,9 +1,12 @@
 """Magnitude pruning: keep the largest weights (or groups), then fine-tune.
 
-One-shot pruning by |w| (unstructured) or by group L2 norm (filter, channel,
-column, kernel; pattern, block, PE groups and N:M through the shared projections), with ``global`` allocation (one ranking over all compressible
-layers) or ``uniform`` allocation (the same fraction in every layer),
-followed by masked fine-tuning for the whole budget.  The baseline every
+One-shot pruning by |w| (unstructured) or by group L2 norm per weight, for
+every structure, through the shared group engine
+(:func:`prunebench.projections.project_masks`: the Euclidean projection,
+greedy where group sizes differ), with ``global`` allocation (one ranking
+over all compressible layers) or ``uniform`` allocation (the same fraction
+in every layer), both keeping the target's per-layer floor; followed by
+masked fine-tuning for the whole budget.  The baseline every
 pruning paper compares against (Han et al., arXiv 1506.02626).
 """
 
@@ -16,7 +19,7 @@ import torch
 
 from prunebench import KeepMasked, Method
 from prunebench.config import Between, Validated
-from prunebench.projections import GROUPED_KINDS, Allocation, magnitude_masks, project_masks
+from prunebench.projections import Allocation, project_masks
 
 __all__ = ["MagnitudePruning", "MagnitudeConfig", "prune_and_finetune"]
 
@@ -47,7 +50,7 @@ class MagnitudePruning(Method):
     """Prune the smallest weights or groups by magnitude, then fine-tune masked."""
 
     Config = MagnitudeConfig
-    version = "1"
+    version = "2"  # 2: one group engine for every structure, per-layer floor
     structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
 
     def compress(self, model, target, trainer):
@@ -55,8 +58,7 @@ class MagnitudePruning(Method):
         weights = {n: modules[n].weight.detach() for n in target.layers}
         sizes = {n: w.numel() for n, w in weights.items()}
         keep = target.keep_budget(sizes)
-        if target.structure.kind in GROUPED_KINDS:
-            masks = magnitude_masks(weights, target.structure.kind, keep, allocation=self.config.allocation)
-        else:  # pattern, block, pe, N:M: the shared library's projection is the magnitude rule
-            masks = project_masks(weights, target.structure, keep, allocation=self.config.allocation)
+        masks = project_masks(
+            weights, target.structure, keep, allocation=self.config.allocation, floor=target.layer_floor
+        )
         return prune_and_finetune(model, target, trainer, masks, self.config.finetune_fraction)

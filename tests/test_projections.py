@@ -91,12 +91,12 @@ def test_grouped_projection_is_exact_idempotent_and_within_budget(structure, dat
     # small integers: plenty of ties
     w = _weights(shapes, data.draw(st.lists(st.integers(-3, 3), min_size=total, max_size=total)))
     keep = data.draw(st.integers(0, total))
-    masks = project_masks(w, structure, keep)
-    p = project(w, structure, keep)
+    masks = project_masks(w, structure, keep, floor=None)  # the plain constraint set, no layer floor
+    p = project(w, structure, keep, floor=None)
     assert sum(int(m.sum()) for m in masks.values()) <= keep
     _assert_whole_groups(masks, structure)
     assert _error(w, p) == pytest.approx(_brute_force_error(w, structure, keep), abs=1e-9)
-    again = project(p, structure, keep)
+    again = project(p, structure, keep, floor=None)
     assert all(torch.equal(again[k], p[k]) for k in p)
     assert sum(structured_nonzeros(p[k], structure) for k in p) <= keep
 
@@ -109,7 +109,7 @@ def test_uniform_allocation_is_the_exact_per_layer_projection(structure, data):
     total = _n_weights(shapes)
     w = _weights(shapes, data.draw(st.lists(st.floats(-2, 2, width=32), min_size=total, max_size=total)))
     keep = data.draw(st.integers(0, total))
-    p = project(w, structure, keep, allocation="uniform")
+    p = project(w, structure, keep, allocation="uniform", floor=None)
     for k in w:
         budget = keep * w[k].numel() // total
         assert _error({k: w[k]}, {k: p[k]}) == pytest.approx(_brute_force_error({k: w[k]}, structure, budget), abs=1e-6)
@@ -142,9 +142,12 @@ def test_every_structure_is_feasible_idempotent_and_verified(structure, allocati
 
 def test_ties_go_to_the_lower_index_and_the_earlier_layer():
     ones = {"a": torch.ones(2, 3), "b": torch.ones(2, 3)}
-    m = project_masks(ones, "unstructured", 3)
+    m = project_masks(ones, "unstructured", 3, floor=None)
     assert m["a"].flatten().tolist() == [True, True, True, False, False, False] and not m["b"].any()
-    m = project_masks(ones, "filter", 9)
+    m = project_masks(ones, "unstructured", 3)  # the floor: b keeps its first weight, a loses its third
+    assert m["a"].flatten().tolist() == [True, True, False, False, False, False]
+    assert m["b"].flatten().tolist() == [True, False, False, False, False, False]
+    m = project_masks(ones, "filter", 9, floor=None)
     assert m["a"].all() and m["b"][0].all() and not m["b"][1].any()
     m = project_masks({"a": torch.ones(4, 2)}, "column", 4)
     assert m["a"][:, 0].all() and not m["a"][:, 1].any()
@@ -157,6 +160,33 @@ def test_ties_go_to_the_lower_index_and_the_earlier_layer():
     for s in ("unstructured", "kernel", "pattern", "block:2x5", "pe:4", "2:4"):
         assert torch.equal(project_masks(w, s, 100 if s != "2:4" else 216)["a"],
                            project_masks(w, s, 100 if s != "2:4" else 216)["a"])
+
+
+def _kept_groups(mask, structure):
+    ids, _ = structure_groups(mask, structure)
+    return sorted(ids[mask].unique().tolist())
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "filter", "channel", "column", "kernel", "pattern",
+                                       "block:2x2", "pe:2"])
+def test_one_selection_rule_breaks_ties_the_same_way_for_every_structure(structure):
+    # all groups tie (equal weights, equal sizes): the ranking is layer order, then group id,
+    # for the default (magnitude) scores and for given (random-style) scores alike
+    w = {"a": torch.ones(4, 4, 3, 3), "b": torch.ones(4, 4, 3, 3)}
+    ids, n = structure_groups(w["a"], structure)
+    size = int(project_masks({"a": w["a"]}, structure, w["a"].numel(), floor=None)["a"].sum()) // n
+    equal = {k: torch.full((n,), 0.5) for k in w}
+    for scores in (None, equal):
+        m = project_masks(w, structure, 3 * size, floor=None, scores=scores)
+        assert _kept_groups(m["a"], structure) == [0, 1, 2] and not m["b"].any()
+        m = project_masks(w, structure, 3 * size, scores=scores)  # floor: b keeps one group, from a's third
+        assert _kept_groups(m["a"], structure) == [0, 1] and _kept_groups(m["b"], structure) == [0]
+        m = project_masks(w, structure, 3 * size, scores=scores, allocation="uniform")  # 1.5 groups each
+        assert _kept_groups(m["a"], structure) == [0] and _kept_groups(m["b"], structure) == [0]
+    # a higher score beats a lower group id and an earlier layer
+    scores = {"a": torch.zeros(n), "b": torch.arange(n, dtype=torch.float)}
+    m = project_masks(w, structure, 2 * size, floor=None, scores=scores)
+    assert not m["a"].any() and _kept_groups(m["b"], structure) == [n - 2, n - 1]
 
 
 def test_structure_groups_definitions():
@@ -388,3 +418,133 @@ def test_verify_checks_non_uniform_level_sets():
         w[f, 0, 0, 0] = 0.0  # a zero inside a kept filter
     with pytest.raises(VerificationError, match="binary but holds zeros inside kept filter groups"):
         verify(m, t)
+
+
+# ---------------------------------------------------------------- one engine: methods, floor
+
+ALL_STRUCTURES = ["unstructured", "filter", "channel", "column", "kernel", "pattern", "block:4x4", "pe:4", "2:4"]
+BIG = ("0", "1", "3")
+
+
+def _big_model(quiet="1"):
+    """Three layers; ``quiet`` has tiny weights, so a global ranking would starve it."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(8, 32, 3), nn.Conv2d(32, 32, 1), nn.Flatten(), nn.Linear(32 * 4 * 4, 128))
+    with torch.no_grad():
+        dict(m.named_modules())[quiet].weight.mul_(1e-3)
+    return m
+
+
+class _Trainer:
+    """What magnitude / random use of a trainer when no fine-tuning is left."""
+
+    def __init__(self, seed=0):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epochs_left = self.steps_left = 0
+
+
+def _target(structure, rate, **kw):
+    st_ = Structure.parse(structure)
+    if st_.kind == "nm":  # N:M fixes the rate
+        mods = dict(_big_model().named_modules())
+        total = sum(mods[n].weight.numel() for n in BIG)
+        rate = total / sum(nm_slots(mods[n].weight.shape, *st_.params) for n in BIG)
+    return Target(layers=BIG, structure=st_, rate=rate, **kw)
+
+
+def _compress(method_cls, config, structure, rate, seed=0, **kw):
+    model = _big_model()
+    target = _target(structure, rate, **kw)
+    method_cls(config).compress(model, target, _Trainer(seed))
+    mods = dict(model.named_modules())
+    return model, target, {n: mods[n].weight.detach() != 0 for n in BIG}
+
+
+@pytest.mark.parametrize("structure", ALL_STRUCTURES)
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_magnitude_and_random_cover_every_structure(structure, allocation):
+    from prunebench.methods.magnitude import MagnitudeConfig, MagnitudePruning
+    from prunebench.methods.random_pruning import RandomConfig, RandomPruning
+
+    assert Structure.parse(structure).kind in MagnitudePruning.structures
+    assert Structure.parse(structure).kind in RandomPruning.structures
+    for rate in (4.0, 64.0):
+        model, target, mag = _compress(MagnitudePruning, MagnitudeConfig(allocation=allocation), structure, rate)
+        verify(model, target, method="magnitude")  # budget, structure, no collapsed layer
+        w = {n: dict(_big_model().named_modules())[n].weight.detach() for n in BIG}
+        expect = project_masks(w, structure, target.keep_budget({n: t.numel() for n, t in w.items()}),
+                               allocation=allocation)
+        assert all(torch.equal(mag[n], expect[n] & (w[n] != 0)) for n in BIG)  # magnitude is the engine
+        model, target, rnd = _compress(RandomPruning, RandomConfig(allocation=allocation), structure, rate)
+        verify(model, target, method="random")
+        _, _, again = _compress(RandomPruning, RandomConfig(allocation=allocation), structure, rate)
+        _, _, other = _compress(RandomPruning, RandomConfig(allocation=allocation), structure, rate, seed=1)
+        assert all(torch.equal(rnd[n], again[n]) for n in BIG)  # the seed decides
+        assert any(not torch.equal(rnd[n], other[n]) for n in BIG)
+        assert any(not torch.equal(rnd[n], mag[n]) for n in BIG)
+
+
+def _floor_groups(w, structure, keep, floor):
+    """Groups the floor asks of each layer, and what one group of each costs (equal sizes in _big_model)."""
+    total = sum(t.numel() for t in w.values())
+    need, cost = {}, {}
+    for n, t in w.items():
+        g = structure_groups(t, structure)[1]
+        need[n] = max(1, keep * g // total if floor * total >= keep else int(floor * g + 1e-9))
+        cost[n] = 4 if structure == "pattern" and t.dim() == 4 and t.shape[-1] == 3 else t.numel() // g
+    return need, cost
+
+
+@pytest.mark.parametrize("structure", ALL_STRUCTURES[:-1])
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+@pytest.mark.parametrize("floor", [0.01, 0.0, 0.3])
+def test_floor_is_honoured_at_64x(structure, allocation, floor):
+    w = {n: m.weight.detach() for n, m in _big_model().named_modules() if n in BIG}
+    keep = _target(structure, 64.0).keep_budget({n: t.numel() for n, t in w.items()})
+    need, cost = _floor_groups(w, structure, keep, floor)
+    fits = sum(need[n] * cost[n] for n in BIG) <= keep
+    g = torch.Generator().manual_seed(0)
+    random = {n: torch.rand(structure_groups(t, structure)[1], generator=g) for n, t in w.items()}
+    for scores in (None, random):  # magnitude and random
+        masks = project_masks(w, structure, keep, allocation=allocation, scores=scores, floor=floor)
+        assert sum(int(m.sum()) for m in masks.values()) <= keep
+        kept = {n: len(_kept_groups(masks[n], structure)) for n in BIG}
+        assert all(kept[n] >= (need[n] if fits else 1) for n in BIG), (kept, need)
+        if not fits:  # floors cut back to fit, never below one group, never over the budget
+            assert sum(min(kept[n], need[n]) * cost[n] for n in BIG) > keep - max(cost.values())
+    # the cap: a floor above the kept fraction asks no more than the uniform share
+    assert all(need[n] <= max(1, structure_groups(w[n], structure)[1] // 64) for n in BIG)
+
+
+def test_without_the_floor_layers_collapse_at_64x():
+    # the reports of issue 15: global filter pruning starves a layer; uniform channel
+    # pruning gives a layer of big groups a share smaller than one group
+    w = {n: m.weight.detach() for n, m in _big_model().named_modules() if n in BIG}
+    keep = _target("filter", 64.0).keep_budget({n: t.numel() for n, t in w.items()})
+    assert not project_masks(w, "filter", keep, floor=None)["1"].any()
+    assert not project_masks(w, "channel", keep, allocation="uniform", floor=None)["0"].any()
+    m = project_masks(w, "filter", keep)
+    assert _kept_groups(m["1"], "filter") == [int(w["1"].reshape(32, -1).norm(dim=1).argmax())]  # its best
+    m = project_masks(w, "channel", keep, allocation="uniform")
+    assert len(_kept_groups(m["0"], "channel")) == 1 and sum(int(t.sum()) for t in m.values()) <= keep
+
+
+def test_floor_degrades_when_one_group_per_layer_does_not_fit():
+    w = {"a": torch.ones(2, 10), "b": torch.full((2, 10), 2.0)}
+    m = project_masks(w, "filter", 15)  # one row of each needs 20: no floor, the plain rule
+    assert not m["a"].any() and m["b"][0].all() and not m["b"][1].any()
+    m = project_masks(w, "filter", 20, allocation="uniform")
+    assert int(m["a"].sum()) == int(m["b"].sum()) == 10
+    w["c"] = torch.full((1, 3), 9.0)  # a third layer makes the minimum 23 > 20: the plain rule, a collapses
+    m = project_masks(w, "filter", 20)
+    assert not m["a"].any() and m["b"][0].all() and not m["b"][1].any() and m["c"].all()
+    with pytest.raises(ValueError, match="floor"):
+        project_masks(w, "filter", 20, floor=1.5)
+
+
+def test_magnitude_passes_the_targets_floor():
+    from prunebench.methods.magnitude import MagnitudeConfig, MagnitudePruning
+
+    _, _, low = _compress(MagnitudePruning, MagnitudeConfig(), "filter", 4.0)
+    _, _, high = _compress(MagnitudePruning, MagnitudeConfig(), "filter", 4.0, layer_floor=0.1)
+    assert len(_kept_groups(low["1"], "filter")) == 1 and len(_kept_groups(high["1"], "filter")) == 3

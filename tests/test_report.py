@@ -167,10 +167,10 @@ def test_suite_page_tables():
     mag4 = rows["| magnitude v1 | 4×"]
     # 91.5, 91.7: SD 0.1414, t(1) = 12.706 -> half-width 1.27
     # no record of this table was scored by a hardware model: no hardware columns
-    assert mag4.startswith("| magnitude v1 | 4× | 4.00× | 91.60 ± 0.14 | [90.33, 92.87] | 91.50, 91.70 | "
+    assert mag4.startswith("| magnitude v1 | 4× | 4.00× | — | 91.60 ± 0.14 | [90.33, 92.87] | 91.50, 91.70 | "
                            "-0.40 ± 0.14 | 2 |")
     # errors are counted where they belong and listed
-    assert "| random v1 | 32× | — | — | — | — | — | — | — | — | 0 | — | 1 error |" in page
+    assert "| random v1 | 32× | — | — | — | — | — | — | — | — | — | 0 | — | 1 error |" in page
     assert "## Errors" in page
     assert "| random v1 | 1 | `random-filter-32.0x-s1`: VerificationError: layer conv1 has 10 nonzeros" in page
     assert "Traceback" not in page
@@ -240,7 +240,7 @@ def test_missing_hardware_and_no_plot():
     page = render([make_record(hardware=False)])
     assert f"{SUITE}-pareto.png" not in page
     text = page[f"{SUITE}.md"]
-    assert "Pareto" not in text and "| 16× | 16.0× | 91.00 (n=1) | — | 91.00 | -1.00 (n=1) | 1 | 1 | 1/1 met expect |" in text
+    assert "Pareto" not in text and "| 16× | 16.0× | — | 91.00 (n=1) | — | 91.00 | -1.00 (n=1) | 1 | 1 | 1/1 met expect |" in text
     assert "Storage" not in text and "MACs" not in text.split("Metrics in percent")[1].split("\n\n", 1)[1]
 
 

@@ -163,3 +163,16 @@ def test_third_party_methods_run_in_their_own_process_by_default(suite, fake_dis
     assert apart.metrics == here.metrics and apart.achieved_rate == here.achieved_rate
     assert apart.hardware == here.hardware and apart.steps_spent == here.steps_spent == 2
     assert apart.train_samples_seen == here.train_samples_seen > 0
+
+
+def test_records_count_the_whole_model_and_credit_dependent_removals(suite, tmp_path):
+    rec = run_point(suite, RunPoint("equal_compression", "magnitude", "filter", 4.0, 0),
+                    RunContext(progress=False)).record
+    whole = rec.whole_model
+    assert whole["total_weights"] >= rec.total_weights  # every Conv/Linear, excluded ones too
+    # removed filters take the next layer's channels with them: more is gone than the method zeroed
+    assert whole["weights_removed_by_dependency"] > 0 and whole["dead_units"]
+    assert whole["effective_rate"] > whole["rate"]
+    assert whole["effective_nonzero_weights"] == whole["nonzero_weights"] - whole["weights_removed_by_dependency"]
+    # storage scores the whole, effective model
+    assert rec.hardware["storage"]["weights"] == whole["total_weights"]

@@ -104,9 +104,9 @@ class EqualCompression(Protocol):
     title = "Equal compression"
     Spec = EqualCompressionSpec
     order = 0
-    header = (("Method", "Target", "Achieved", "{metric} (mean ± SD)", "{metric} 95% CI", "{metric} per seed",
+    header = (("Method", "Target", "Achieved (target layers)", "Effective (whole model)", "{metric} (mean ± SD)", "{metric} 95% CI", "{metric} per seed",
                "Δ vs dense (pts, mean ± SD)", "Δ {metric} vs {reference} (paired, 95% CI)", "{hardware}", "Seeds",
-               "Epochs", "Status"), "lrrrrrrrrrrl")
+               "Epochs", "Status"), "lrrrrrrrrrrrl")
     marker, filled, joined = "o", True, True
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -154,6 +154,7 @@ class EqualCompression(Protocol):
             delta = over_seeds(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent")))
             cells = [method, target, times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
+                     times(mean_of(valid, lambda r: num(dig(r, "whole_model", "effective_rate")))),
                      sd_cell(value, acc2), ci_cell(value, acc2), seeds_cell(value, acc2), sd_cell(delta, signed2, acc2)]
             if reference is not None:
                 if method_name(valid[0] if valid else recs[0]) == reference:
