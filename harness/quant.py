@@ -33,6 +33,7 @@ import torch
 from .target import Quantization
 
 __all__ = [
+    "QuantizationAware",
     "QuantResult",
     "uniform_levels_per_side",
     "pow2_levels_per_side",
@@ -359,3 +360,44 @@ def off_level_set(weight: torch.Tensor, quantization: Quantization) -> str | Non
     of one step, within float rounding.
     """
     return _LEVEL_CHECKS[quantization.scheme](weight, quantization)
+
+
+class QuantizationAware:
+    """Quantization-aware fine-tuning for methods that only prune (a Trainer
+    observer; the harness adds it under ``quantization: {mode: qat}``).
+
+    Straight-through: every forward pass sees the quantized weights, the
+    gradient computed there updates full-precision shadow weights, and the
+    quantized values are written back after each step.  Zeros stay zero (the
+    quantizer keeps them, masks still act on the shadow), and a weight the
+    method changes between fits (a projection, a mask) is taken over as the
+    new shadow rather than undone.  The first step of each fit sees the
+    weights as they were."""
+
+    def __init__(self, layers, quantization: Quantization):
+        self.layers = tuple(layers)
+        self.quantization = quantization
+        self._shadow: dict = {}
+        self._written: dict = {}
+
+    def _params(self, trainer):
+        modules = dict(trainer.model.named_modules())
+        return {n: modules[n].weight for n in self.layers}
+
+    def after_backward(self, trainer) -> None:
+        with torch.no_grad():
+            for name, p in self._params(trainer).items():
+                written = self._written.get(name)
+                if written is None or not torch.equal(p.data, written):
+                    self._shadow[name] = p.data.clone()  # first step, or the method changed it
+                p.data.copy_(self._shadow[name])  # the step updates the full-precision weights
+
+    def after_step(self, trainer) -> None:
+        with torch.no_grad():
+            for name, p in self._params(trainer).items():
+                self._shadow[name] = p.data.clone()
+                quantize_(p.data, self.quantization)
+                self._written[name] = p.data.clone()
+
+    def after_epoch(self, trainer, epoch: int, mean_loss: float) -> None:
+        pass

@@ -30,7 +30,7 @@ from .config import to_plain
 from .dependency import count_weights, effective_model, weight_layers
 from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
-from .quant import quantize_
+from .quant import QuantizationAware, quantize_
 from .records import MethodRef, RunRecord, key_of_identity, point_identity
 from .results import ResultStore, environment_info
 from .suite import RunPoint, Suite
@@ -139,9 +139,14 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
         layer_floor=suite.layers.floor,
         allow_collapsed=suite.layers.allow_collapsed,
     )
+    quant = suite.quantization
+    # the same quantization treatment for every method: under qat a prune-only method
+    # fine-tunes quantization-aware inside its budget, as the quantizing methods do
+    observers = ((QuantizationAware(layers, quant),)
+                 if quant is not None and quant.mode == "qat" and not method.quantizes else ())
     trainer = Trainer(
         task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
-        seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x",
+        seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x", observers=observers,
     )
     return method, model, target, trainer
 
@@ -493,9 +498,20 @@ def _point_key(suite: Suite, point: RunPoint, record: RunRecord) -> str:
         suite=record.suite, suite_version=record.suite_version, smoke=record.smoke, protocol=point.protocol,
         method={"name": record.method.name, "version": record.method.version, "config": record.method.config},
         structure=point.structure, seed=point.seed, budget_epochs=record.budget_epochs,
-        quantization=to_plain(quant) if quant else None, dense_key=record.dense_key,
+        quantization=_quant_identity(quant), dense_key=record.dense_key,
         **suite.protocol(point.protocol).identity(point),
     ))
+
+
+def _quant_identity(quant: Quantization | None) -> dict | None:
+    """The quantization part of a point's identity; the default mode (ptq) is left
+    out so points from before modes existed keep their keys."""
+    if quant is None:
+        return None
+    plain = dict(to_plain(quant))
+    if plain.get("mode") == "ptq":
+        del plain["mode"]
+    return plain
 
 
 def _finish(record: RunRecord, start: float, ctx: RunContext) -> None:

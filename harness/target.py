@@ -91,6 +91,11 @@ StructureName = Annotated[str, Satisfies(
 class Quantization(Validated):
     """Weight quantization: ``bits`` per stored weight and the level scheme.
 
+    ``mode`` is the same treatment for every method: under ``qat`` a method
+    that does not quantize itself is fine-tuned quantization-aware by the
+    harness (:class:`prunebench.quant.QuantizationAware`) within its budget, as
+    methods that quantize train with quantization in theirs.
+
     Zero is always reserved for pruned weights, so a ``uniform`` k-bit layer has
     at most 2^k - 1 distinct values (levels +-q .. +-(2^(k-1) - 1) q and 0).
     ``levels`` lists an explicit level set (e.g. memristor conductances).
@@ -99,6 +104,9 @@ class Quantization(Validated):
     bits: Annotated[int, Between(1, 32)]
     scheme: QuantScheme = "uniform"
     levels: tuple[float, ...] | None = None
+    #: how methods that only prune get there: ``ptq`` quantizes after them (one shot),
+    #: ``qat`` fine-tunes them quantization-aware inside the same budget (straight-through)
+    mode: Literal["ptq", "qat"] = "ptq"
 
     def __post_init__(self):
         super().__post_init__()

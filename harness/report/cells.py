@@ -113,6 +113,8 @@ def quant_label(rec: Mapping) -> str:
         parts.append(f"{bits}-bit")
     if scheme:
         parts.append(str(scheme))
+    if q.get("mode") == "qat":
+        parts.append("QAT")
     return " ".join(parts) or "quantized"
 
 
