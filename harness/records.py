@@ -122,6 +122,8 @@ class RunRecord:
     #: metrics of the model as the method left it, where removing the units its
     #: structure kills (the effective model, whose metrics are ``metrics``) changed it
     metrics_nominal: dict | None = None
+    #: metrics on the task's validation split (carved from training data), where it has one
+    validation_metrics: dict | None = None
     #: the method the suite names for paired comparisons on its pages (None: no reference)
     reference_method: str | None = None
     #: optimizer steps the budget allows and the run took (the budget is counted in steps)
@@ -150,7 +152,8 @@ class RunRecord:
             del out["epochs_spent_total"]  # only searches spend over several probes
         if self.train_samples_seen is None:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
-        for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal"):
+        for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal",
+                     "validation_metrics"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:

@@ -218,6 +218,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
                  "rate": total / max(nonzero, 1), "effective_rate": None, "excluded_layers": excluded,
                  "dependency_unavailable": f"{type(err).__name__}: {err}"[:300]}
     metrics = task.evaluate(effective)
+    validation = task.evaluate(effective, split="validation") if getattr(task, "has_validation", False) else None
     metrics_nominal = task.evaluate(model) if effective is not model and whole.get("weights_removed_by_dependency") else None
     artifact = CompressedModel.from_model(
         effective, every_layer, task.example_input(), structure=str(structure),
@@ -236,6 +237,7 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "metrics": metrics,
         "metrics_before_quantization": metrics_before_q,
         "metrics_nominal": metrics_nominal,
+        "validation_metrics": validation,
         "whole_model": whole,
         "achieved_rate": check.achieved_rate,
         "nonzero_weights": check.nonzero_weights,
@@ -311,6 +313,14 @@ class _Compressor:
 
     def __call__(self, rate: float) -> dict:
         return _compress_once(self.suite, self.task, self.dense, self.point, rate, self.ctx)
+
+    def dense_metrics(self, split: str) -> dict:
+        """The dense model's metrics on ``split`` ("test": the cached figures)."""
+        if split == "test":
+            return self.dense.metrics
+        model = self.task.build_model()
+        model.load_state_dict(self.dense.state)
+        return self.task.evaluate(model, split=split)
 
     def many(self, rates: list[float]) -> list[dict]:
         workers = min(self.ctx.search_workers, len(rates))

@@ -247,7 +247,11 @@ def _parse_suite(data: Any, file: str) -> Suite:
     suite = replace(suite, protocols=_parse_protocols(suite.protocols))
     # every plugin named must exist and accept its settings
     _check_plugin("task.name", lambda: registry.tasks.get(suite.task_name))
-    suite.task_config()
+    task_config = suite.task_config()
+    for name, spec in suite.protocols.items():
+        if getattr(spec, "decide_on", "test") == "validation" and not getattr(task_config, "validation_fraction", 0):
+            raise ConfigError(f"protocols.{name}.decide_on", "expected a task with a validation split "
+                                                             "(task.validation_fraction > 0), got 'validation'")
     for name in suite.methods:
         _check_plugin(f"methods.{name}", lambda n=name: registry.methods.get(n))
         suite.method_config(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
 from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
 from prunebench.report.cells import (
@@ -84,6 +84,10 @@ class EqualAccuracySpec(Validated):
     tolerance: Annotated[float, Between(0, 100)]
     search: Search = Search()
     expect: AccuracyExpect = AccuracyExpect()
+    #: where "within tolerance" is decided: ``validation`` (a split carved from the
+    #: training data by the task: task.validation_fraction) or ``test``; the
+    #: test metrics are reported at the rate found either way
+    decide_on: Literal["test", "validation"] = "test"
 
     def __post_init__(self):
         super().__post_init__()
@@ -198,6 +202,19 @@ def search_max_rate_rounds(
     return SearchResult(good, len(trace), trace, rounds)
 
 
+def _trace_entry(step: SearchStep, metric: str, decide_on: str, round_: int | None) -> dict:
+    """One probe as recorded: the decided value under the metric's name (test, as
+    before validation existed) or ``validation_<metric>`` plus the test value."""
+    if decide_on == "validation":
+        entry = {"rate": step.rate, f"validation_{metric}": step.metric,
+                 metric: step.payload["metrics"][metric], "within": step.within}
+    else:
+        entry = {"rate": step.rate, metric: step.metric, "within": step.within}
+    if round_ is not None:
+        entry["round"] = round_
+    return entry
+
+
 def _numbered_rounds(trace: list[SearchStep], parallel: int):
     """(round, step) pairs: every round holds ``parallel`` probes."""
     return [(1 + i // parallel, step) for i, step in enumerate(trace)]
@@ -224,6 +241,8 @@ class EqualAccuracy(Protocol):
     def identity(self, point: RunPoint) -> dict:
         s = self.spec
         search = {"lo": s.search.lo, "hi": s.search.hi, "steps": s.search.steps, "tolerance": s.tolerance}
+        if s.decide_on != "test":  # decided elsewhere: another answer
+            search["decide_on"] = s.decide_on
         if s.search.parallel > 1:  # another algorithm, another answer within the same resolution
             search["parallel"] = s.search.parallel
         return {"rate": None, "search": search}
@@ -233,9 +252,20 @@ class EqualAccuracy(Protocol):
 
         spec = self.spec
 
+        if spec.decide_on == "validation":
+            reference = compress.dense_metrics("validation")[metric]
+
+            def decided(out: dict) -> float:
+                return out["validation_metrics"][metric]
+        else:
+            reference = dense_value
+
+            def decided(out: dict) -> float:
+                return out["metrics"][metric]
+
         def step_of(rate: float, out: dict) -> SearchStep:
-            value = out["metrics"][metric]
-            return SearchStep(rate, value, dense_value - value <= spec.tolerance + 1e-9, out)
+            value = decided(out)
+            return SearchStep(rate, value, reference - value <= spec.tolerance + 1e-9, out)
 
         k = spec.search.parallel
         if k == 1:
@@ -251,9 +281,8 @@ class EqualAccuracy(Protocol):
             "search": SearchSummary(
                 lo=spec.search.lo, hi=spec.search.hi, steps=spec.search.steps,
                 tolerance=spec.tolerance, runs=result.runs, rate_found=result.rate_found,
-                trace=[{"rate": s.rate, metric: s.metric, "within": s.within} for s in result.trace]
-                if k == 1 else [{"rate": s.rate, metric: s.metric, "within": s.within, "round": r}
-                                for r, s in _numbered_rounds(result.trace, k)],
+                trace=[_trace_entry(s, metric, spec.decide_on, r if k > 1 else None)
+                       for r, s in _numbered_rounds(result.trace, k)],
             ),
             "epochs_spent_total": sum(s.payload["epochs_spent"] for s in result.trace),
         }

@@ -9,15 +9,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Annotated, Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import ConfigError, PositiveInt, Validated, to_plain
+from ...config import Between, ConfigError, NonNegativeInt, PositiveInt, Validated, to_plain
 from ...interfaces import DatasetUnavailable, Task
-from .data import DataSpec, TensorSplit, data_provenance, fingerprint, load_split
+from .data import DataSpec, TensorSplit, data_provenance, fingerprint, load_split, split_digits
 from .models import (
     ADVERTORCH_SHA256,
     ADVERTORCH_WEIGHTS,
@@ -39,6 +39,10 @@ class ClassificationConfig(Validated):
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: share of each class of the training split held out (seeded, stratified) as a
+    #: validation split: protocols decide on it and report test metrics; 0: none
+    validation_fraction: Annotated[float, Between(0, 0.5)] = 0.0
+    validation_seed: NonNegativeInt = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -100,6 +104,13 @@ class ClassificationTask(Task):
         self.__dict__.pop("_test_hash", None)  # provenance hashes the split loaded here
         self.train = load_split(cfg.data, "train", self.data_root)
         self.test = load_split(cfg.data, "test", self.data_root)
+        self.validation = None
+        if cfg.validation_fraction > 0:
+            if not isinstance(self.train, TensorSplit) or len(self.train) == 0:
+                raise ValueError(f"validation_fraction needs an in-memory training split; {cfg.data.name} "
+                                 f"streams it or has none")
+            self.train, self.validation = split_digits(self.train.x, self.train.y, cfg.validation_fraction,
+                                                       cfg.validation_seed)
         self.num_classes = self.train.classes
         # the test split always has data; a pretrained-only suite may train on nothing
         sample = self.test.x[0] if isinstance(self.test, TensorSplit) else self.test.dataset[0][0]
@@ -118,6 +129,9 @@ class ClassificationTask(Task):
         if isinstance(self.test, TensorSplit):
             self._test_x = self._norm(self.test.x.to(self.device))
             self._test_y = self.test.y.to(self.device)
+        if self.validation is not None:
+            self._val_x = self._norm(self.validation.x.to(self.device))
+            self._val_y = self.validation.y.to(self.device)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return x if self._mean is None else (x - self._mean) / self._std
@@ -163,8 +177,14 @@ class ClassificationTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    def _eval_batches(self):
+    def _eval_batches(self, split: str = "test"):
         bs = self.config.eval_batch_size
+        if split == "validation":
+            if self.validation is None:
+                raise ValueError("this task has no validation split (set task.validation_fraction)")
+            for i in range(0, self._val_x.shape[0], bs):
+                yield self._val_x[i : i + bs], self._val_y[i : i + bs]
+            return
         if isinstance(self.test, TensorSplit):
             for i in range(0, self._test_x.shape[0], bs):
                 yield self._test_x[i : i + bs], self._test_y[i : i + bs]
@@ -173,8 +193,12 @@ class ClassificationTask(Task):
             for x, y in loader:
                 yield self._norm(x.to(self.device)), y.to(self.device)
 
+    @property
+    def has_validation(self) -> bool:
+        return getattr(self, "validation", None) is not None
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, Any]:
         was_training = model.training
         model.eval()
         k = self.num_classes
@@ -182,7 +206,7 @@ class ClassificationTask(Task):
         loss_sum = 0.0
         hits = torch.zeros(k, dtype=torch.long)
         counts = torch.zeros(k, dtype=torch.long)
-        for x, y in self._eval_batches():
+        for x, y in self._eval_batches(split):
             logits = model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             top = logits.topk(min(5, k), dim=1).indices
