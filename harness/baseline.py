@@ -42,6 +42,8 @@ class DenseBaseline:
     metrics: dict
     source: str  # "trained", "cache" or "checkpoint"
     train_time_s: float | None
+    #: epochs the dense model was trained (None: loaded, or cached before this was kept)
+    epochs_trained: float | None = None
 
 
 def baseline_key(task_name: str, task: Task, dense_plain: dict, seed: int) -> str:
@@ -149,6 +151,56 @@ def _load_checkpoint(task: Task, model, path: str) -> None:
                          f"torch.save file, got {path!r} ({type(err).__name__}: {first})") from err
 
 
+class _Converged(Exception):
+    """Raised at the end of the epoch in which the convergence rule held."""
+
+
+class _ConvergenceRule:
+    """After each epoch: the monitored value (training loss, or the primary
+    metric on the validation split) and whether it improved by more than
+    ``min_delta`` on the best so far; ``patience`` epochs without stop training."""
+
+    def __init__(self, task: Task, model, rule):
+        self.task, self.model, self.rule = task, model, rule
+        self.best: float | None = None
+        self.waited = 0
+        self.history: list[float] = []
+
+    def after_backward(self, trainer) -> None:
+        pass
+
+    def after_step(self, trainer) -> None:
+        pass
+
+    def after_epoch(self, trainer, epoch: int, mean_loss: float) -> None:
+        if self.rule.on == "validation":
+            value = -float(self.task.evaluate(self.model, split="validation")[self.task.primary_metric])
+        else:
+            value = float(mean_loss)
+        self.history.append(-value if self.rule.on == "validation" else value)
+        if self.best is None or self.best - value > self.rule.min_delta:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        if self.waited >= self.rule.patience:
+            raise _Converged()
+
+
+def _fit_until_converged(trainer: Trainer, task: Task, model, dense) -> None:
+    """Whole epochs up to ``dense.epochs`` until the suite's convergence rule holds.
+    The optimizer's schedule runs over the cap, so stopping early leaves it
+    where it was (the rule says the model no longer improves there)."""
+    rule = dense.converge
+    if rule.on == "validation" and not getattr(task, "has_validation", False):
+        raise ValueError("dense.converge.on: expected a task with a validation split (task.validation_fraction > 0), "
+                         "got 'validation'")
+    watch = _ConvergenceRule(task, model, rule)
+    try:
+        trainer.fit(dense.epochs, rounding="down", callbacks=[watch])
+    except _Converged:
+        pass
+
+
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -184,7 +236,8 @@ def dense_baseline(
             cached = _load_cached(weights, meta)
             if cached is not None:
                 state, info = cached
-                return DenseBaseline(key, state, info["metrics"], "cache", info.get("train_time_s"))
+                return DenseBaseline(key, state, info["metrics"], "cache", info.get("train_time_s"),
+                                     info.get("epochs_trained"))
         _seed_all(seed)
         model = task.build_model()
         trainer = Trainer(task, model, optimizer=dense.optimizer, seed=seed, progress=progress, desc="dense")
@@ -193,21 +246,28 @@ def dense_baseline(
             raise ValueError(f"dense.epochs: expected at least one step ({1 / per:.4g} epochs at {per} steps "
                              f"per epoch), got {dense.epochs:g}")
         start = time.perf_counter()
-        trainer.fit(dense.epochs, rounding="down")  # the recipe's epochs, whole steps
+        if getattr(dense, "converge", None) is None:
+            trainer.fit(dense.epochs, rounding="down")  # the recipe's epochs, whole steps
+        else:
+            _fit_until_converged(trainer, task, model, dense)
+        epochs_trained = trainer.epochs_spent
         elapsed = time.perf_counter() - start
         metrics = task.evaluate(model)
         if not distributed.is_main():
             distributed.barrier()  # wait until rank 0 has written the cache
-            return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained", elapsed)
+            return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained",
+                                 elapsed, epochs_trained)
         save_state_dict(model.state_dict(), weights)
         tmp = meta.with_name(meta.name + ".tmp")
         tmp.write_text(
             json.dumps(
                 {"metrics": metrics, "train_time_s": elapsed, "dense": dense_plain, "seed": seed,
+                 "epochs_trained": epochs_trained,
                  "task": task_name, "config": to_plain(task.config)},
                 sort_keys=True, indent=1, default=str,
             )
         )
         tmp.replace(meta)
         distributed.barrier()
-        return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained", elapsed)
+        return DenseBaseline(key, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics, "trained",
+                             elapsed, epochs_trained)

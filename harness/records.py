@@ -124,6 +124,8 @@ class RunRecord:
     metrics_nominal: dict | None = None
     #: metrics on the task's validation split (carved from training data), where it has one
     validation_metrics: dict | None = None
+    #: epochs the dense model trained (the suite's convergence rule may stop it early)
+    dense_epochs_trained: float | None = None
     #: the method the suite names for paired comparisons on its pages (None: no reference)
     reference_method: str | None = None
     #: optimizer steps the budget allows and the run took (the budget is counted in steps)
@@ -153,7 +155,7 @@ class RunRecord:
         if self.train_samples_seen is None:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
         for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal",
-                     "validation_metrics"):
+                     "validation_metrics", "dense_epochs_trained"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:

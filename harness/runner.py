@@ -482,6 +482,7 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         dense = _dense(suite, task, point.seed, ctx)
         record.dense_metrics = dense.metrics
         record.dense_source = dense.source
+        record.dense_epochs_trained = dense.epochs_trained
         record.dense_key = dense.key
         dense_value = dense.metrics[metric]
         protocol = suite.protocol(point.protocol)

@@ -16,7 +16,7 @@ import fnmatch
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 
@@ -24,6 +24,7 @@ from . import registry
 from .config import (
     Between,
     ConfigError,
+    Ge,
     MinLen,
     NonNegativeFloat,
     PositiveFloat,
@@ -86,13 +87,28 @@ def _checkpoint_problem(path: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class ConvergeSpec(Validated):
+    """When dense training has converged: no improvement of more than
+    ``min_delta`` for ``patience`` epochs in a row (``epochs`` stays the cap)."""
+
+    #: ``train_loss`` (the epoch's mean training loss, lower is better) or
+    #: ``validation`` (the primary metric on the task's validation split, in points)
+    on: Literal["train_loss", "validation"] = "train_loss"
+    patience: Annotated[int, Ge(1)] = 2
+    min_delta: NonNegativeFloat = 0.01
+
+
+@dataclass(frozen=True)
 class DenseSpec:
     """How the dense baseline is made: trained with this recipe, or loaded."""
 
+    #: epochs to train, or the cap when ``converge`` is set
     epochs: PositiveFloat = 10.0
     optimizer: OptimizerConfig = OptimizerConfig()
     #: pretrained weights to load instead of training (path, or a name the task knows)
     checkpoint: Annotated[str, MinLen(1)] | None = None
+    #: train until converged (the rule is part of the dense cache key)
+    converge: ConvergeSpec | None = None
 
 
 @dataclass(frozen=True)
