@@ -51,6 +51,7 @@ class PointJob:
     cache_dir: str | None = None
     search_workers: int = 1
     isolation: str = "auto"
+    budget: float | None = None
 
     def __call__(self) -> "JobOutcome":
         from .interfaces import DatasetUnavailable, DependencyUnavailable
@@ -59,7 +60,7 @@ class PointJob:
         from .suite import RunPoint, load_suite
 
         suite = load_suite(self.suite_path, smoke=self.smoke)
-        point = RunPoint(self.protocol, self.method, self.structure, self.rate, self.seed)
+        point = RunPoint(self.protocol, self.method, self.structure, self.rate, self.seed, self.budget)
         ctx = RunContext(
             device=self.device, data_root=self.data_root, progress=False, threads=self.threads,
             rerun=self.rerun, results=ResultStore(self.results) if self.results else None,

@@ -287,6 +287,7 @@ def pytest_collection_finish(session):
     executor = make_executor(name, results.parent / "jobs" if results.parent != Path("") else Path("jobs"), **resources)
     jobs = [PointJob(suite_path=str(Path(i.suite.path).resolve()), smoke=i.suite.smoke_mode, protocol=i.point.protocol,
                      method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
+                     budget=i.point.budget,
                      results=str(results.resolve()), device=config.getoption("pb_device"),
                      data_root=config.getoption("pb_data_root"), threads=threads,
                      rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"),

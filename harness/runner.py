@@ -145,7 +145,7 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
     observers = ((QuantizationAware(layers, quant),)
                  if quant is not None and quant.mode == "qat" and not method.quantizes else ())
     trainer = Trainer(
-        task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget.epochs,
+        task, model, optimizer=suite.budget.optimizer, budget_epochs=suite.budget_epochs(point),
         seed=point.seed, progress=ctx.progress, desc=f"{point.method} {rate:g}x", observers=observers,
     )
     return method, model, target, trainer
@@ -158,7 +158,7 @@ def _run_method(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint,
     # the method's own model is dropped: a fresh one holding its state_dict is
     # quantized, verified, evaluated and scored (prunebench.guard)
     guarded = guarded_compress(
-        method, model, target, trainer, task, budget_epochs=suite.budget.epochs, name=point.method,
+        method, model, target, trainer, task, budget_epochs=suite.budget_epochs(point), name=point.method,
         classes=[registry.hardware_models.get(name) for name in suite.hardware],
     )
     return _MethodRun(guarded, trainer.epochs_spent, trainer.steps_taken, trainer.budget_steps, bool(method.quantizes))
@@ -417,7 +417,7 @@ def _base_record(suite: Suite, task: Task, point: RunPoint) -> RunRecord:
         structure=point.structure,
         seed=point.seed,
         primary_metric=task.primary_metric,
-        budget_epochs=suite.budget.epochs,
+        budget_epochs=suite.budget_epochs(point),
         git_commit=env.pop("git_commit", None),
         git_dirty=env.pop("git_dirty", None),
         versions=env,

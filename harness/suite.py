@@ -152,6 +152,9 @@ class Suite:
     dense: DenseSpec = DenseSpec()
     budget: BudgetSpec = BudgetSpec()
     seeds: Annotated[tuple[Seed, ...], MinLen(1)] = (0,)
+    #: a budget ladder: every point runs once per budget (epochs), with budget.optimizer;
+    #: the budget is then part of the point's id and of every table
+    budgets: tuple[NonNegativeFloat, ...] | None = None
     quantization: Quantization | None = None
     layers: LayerSpec = LayerSpec()
     hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"storage": {}, "compute": {}})
@@ -194,7 +197,14 @@ class Suite:
         methods = list(methods) if methods else list(self.methods)
         seeds = list(seeds) if seeds is not None else list(self.seeds)
         protocols = [self.protocol(name) for name in ordered(self.protocols)]
-        return [point for method in methods for protocol in protocols for point in protocol.points(method, seeds)]
+        points = [point for method in methods for protocol in protocols for point in protocol.points(method, seeds)]
+        if self.budgets:
+            points = [replace(point, budget=float(b)) for point in points for b in self.budgets]
+        return points
+
+    def budget_epochs(self, point: RunPoint) -> float:
+        """The training budget of ``point``: its rung of the ladder, or the suite's budget."""
+        return self.budget.epochs if point.budget is None else point.budget
 
     def plain(self) -> dict:
         data = to_plain(self)
@@ -261,6 +271,9 @@ def _parse_suite(data: Any, file: str) -> Suite:
         raise ConfigError("task.name", f"expected a task name string, got {_got(task)}")
     suite = parse(Suite, data)
     suite = replace(suite, protocols=_parse_protocols(suite.protocols))
+    for i, b in enumerate(suite.budgets or ()):
+        if b in (suite.budgets or ())[:i]:
+            raise ConfigError(f"budgets[{i}]", f"expected distinct budgets, got {b:g} twice")
     # every plugin named must exist and accept its settings
     _check_plugin("task.name", lambda: registry.tasks.get(suite.task_name))
     task_config = suite.task_config()

@@ -28,11 +28,14 @@ class RunPoint:
     structure: str
     rate: float | None
     seed: int
+    #: training budget in epochs when the suite lists several (``budgets:``); None: the suite's one
+    budget: float | None = None
 
     @property
     def id(self) -> str:
         rate = f"-{self.rate:g}x" if self.rate is not None else ""
-        return f"{self.method}-{self.structure}{rate}-s{self.seed}"
+        budget = f"-b{self.budget:g}" if self.budget is not None else ""
+        return f"{self.method}-{self.structure}{rate}{budget}-s{self.seed}"
 
 
 #: compress the point's dense model to a rate; returns the record fields of that
@@ -130,7 +133,7 @@ class Protocol(ABC):
     @classmethod
     def table_header(cls, records: Sequence[Mapping], metric: str) -> tuple[list[str], str]:
         """The table's column titles and alignments for these records."""
-        from prunebench.report.cells import reference_method
+        from prunebench.report.cells import budgets_of, reference_method
 
         names, aligns = cls.header
         out_names, out_aligns = [], ""
@@ -140,6 +143,10 @@ class Protocol(ABC):
                 columns = cls.hardware_columns(records)
                 out_names += [h.label for _, h in columns]
                 out_aligns += "r" * len(columns)
+            elif name == "{budget}":  # a column only where the records hold several budgets
+                if len(budgets_of(records)) > 1:
+                    out_names.append("Budget (epochs)")
+                    out_aligns += "r"
             elif "{reference}" in name:  # a column only where the suite names a reference method
                 if reference is not None:
                     out_names.append(name.format(reference=reference, metric=metric))

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
 from prunebench.report.cells import (
     DASH,
+    budgets_of,
     Row,
     acc2,
     dig,
@@ -230,9 +231,9 @@ class EqualAccuracy(Protocol):
     title = "Equal accuracy"
     Spec = EqualAccuracySpec
     order = 1
-    header = (("Method", "Rate found (geometric mean)", "Rate 95% CI", "Rate per seed", "{metric} at rate (mean ± SD)",
+    header = (("Method", "{budget}", "Rate found (geometric mean)", "Rate 95% CI", "Rate per seed", "{metric} at rate (mean ± SD)",
                "Δ vs dense (pts, mean ± SD)", "Rate vs {reference} (paired ratio, 95% CI)", "{hardware}",
-               "Search runs", "Seeds with a rate", "Epochs (search total)", "Status"), "lrrrrrrrrrrl")
+               "Search runs", "Seeds with a rate", "Epochs (search total)", "Status"), "lrrrrrrrrrrrl")
     marker, filled, joined = "s", False, False
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -306,10 +307,11 @@ class EqualAccuracy(Protocol):
         columns = cls.hardware_columns(records)
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
-            groups[(method_label(rec), quant_label(rec))].append(rec)
+            groups[(method_label(rec), quant_label(rec), num(rec.get("budget_epochs")) or 0.0)].append(rec)
+        ladder = len(budgets_of(records)) > 1
         reference = reference_method(records)
         rows = []
-        for (method, quant), recs in groups.items():
+        for (method, quant, budget), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             found = [r for r in valid if rate_found_of(r) is not None]
@@ -321,7 +323,8 @@ class EqualAccuracy(Protocol):
             # a search spends epochs on every probe: show its total when recorded
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent_total", r.get("epochs_spent"))))
             rate_mean, rate_ci = geo_cells(rate)
-            cells = [f"{method} + {quant}" if quant else method, rate_mean, rate_ci,
+            cells = [f"{method} + {quant}" if quant else method, *([sig(budget, trim=True)] if ladder else []),
+                     rate_mean, rate_ci,
                      seeds_cell(over_seeds(found, rate_found_of), lambda v: sig(v), missing),
                      sd_cell(value, acc2), sd_cell(delta, signed2, acc2)]
             if reference is not None:
@@ -329,13 +332,13 @@ class EqualAccuracy(Protocol):
                     cells.append("reference")
                 else:
                     ref = [r for r in records if not is_error(r) and method_name(r) == reference
-                           and quant_label(r) == quant]
+                           and quant_label(r) == quant and (num(r.get("budget_epochs")) or 0.0) == budget]
                     cells.append(paired_cell(paired(found, ref, rate_found_of, log=True), sig, log=True))
             cells += [*headline_cells(found, columns), DASH if runs is None else sig(runs, trim=True),
                       f"{len(found)} of {len(valid)}", DASH if epochs is None else sig(epochs, trim=True),
                       status_cell(valid, errors)]
             # rows where every seed found a rate first, then the highest rate
-            sort_key = (0 if found and not missing else 1, -rate.mean if rate else math.inf, method, quant)
+            sort_key = (budget, 0 if found and not missing else 1, -rate.mean if rate else math.inf, method, quant)
             rows.append(Row(method, structure, cls.name, cells, sort_key,
                             stat_of(found, lambda r: num(dig(r, "metrics", metric))), mean_of(found, size_bits)))
         rows.sort(key=lambda r: r.sort_key)

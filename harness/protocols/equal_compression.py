@@ -10,6 +10,7 @@ from typing import Annotated, Mapping, Sequence
 from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
 from prunebench.report.cells import (
     DASH,
+    budgets_of,
     Row,
     acc2,
     ci_cell,
@@ -104,9 +105,9 @@ class EqualCompression(Protocol):
     title = "Equal compression"
     Spec = EqualCompressionSpec
     order = 0
-    header = (("Method", "Target", "Achieved (target layers)", "Effective (whole model)", "{metric} (mean ± SD)", "{metric} 95% CI", "{metric} per seed",
+    header = (("Method", "Target", "{budget}", "Achieved (target layers)", "Effective (whole model)", "{metric} (mean ± SD)", "{metric} 95% CI", "{metric} per seed",
                "Δ vs dense (pts, mean ± SD)", "Δ {metric} vs {reference} (paired, 95% CI)", "{hardware}", "Seeds",
-               "Epochs", "Status"), "lrrrrrrrrrrrl")
+               "Epochs", "Status"), "lrrrrrrrrrrrrl")
     marker, filled, joined = "o", True, True
 
     def points(self, method: str, seeds: Sequence[int]) -> list[RunPoint]:
@@ -136,15 +137,17 @@ class EqualCompression(Protocol):
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
             rate = num(dig(rec, "target", "rate"))
-            groups[(method_label(rec), rate if rate is not None else math.inf, quant_label(rec))].append(rec)
+            groups[(method_label(rec), rate if rate is not None else math.inf, quant_label(rec),
+                    num(rec.get("budget_epochs")) or 0.0)].append(rec)
         columns = cls.hardware_columns(records)
+        ladder = len(budgets_of(records)) > 1
         reference = reference_method(records)
 
         def value_of(r):
             return num(dig(r, "metrics", metric))
 
         rows = []
-        for (method, rate, quant), recs in groups.items():
+        for (method, rate, quant, budget), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             target = DASH if rate == math.inf else f"{sig(rate, trim=True)}×"
@@ -153,7 +156,8 @@ class EqualCompression(Protocol):
             value = over_seeds(valid, value_of)
             delta = over_seeds(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent")))
-            cells = [method, target, times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
+            cells = [method, target, *([sig(budget, trim=True)] if ladder else []),
+                     times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
                      times(mean_of(valid, lambda r: num(dig(r, "whole_model", "effective_rate")))),
                      sd_cell(value, acc2), ci_cell(value, acc2), seeds_cell(value, acc2), sd_cell(delta, signed2, acc2)]
             if reference is not None:
@@ -162,11 +166,11 @@ class EqualCompression(Protocol):
                 else:  # the reference's runs of the same target, structure and seeds
                     ref = [r for r in records if not is_error(r) and method_name(r) == reference
                            and num(dig(r, "target", "rate")) == (None if rate == math.inf else rate)
-                           and quant_label(r) == quant]
+                           and quant_label(r) == quant and (num(r.get("budget_epochs")) or 0.0) == budget]
                     cells.append(paired_cell(paired(valid, ref, value_of), signed2))
             cells += [*headline_cells(valid, columns), str(len(valid)),
                       DASH if epochs is None else sig(epochs, trim=True), status_cell(valid, errors)]
-            sort_key = (rate, -value.mean if value else math.inf, method, quant)
+            sort_key = (rate, budget, -value.mean if value else math.inf, method, quant)
             rows.append(Row(method, structure, cls.name, cells, sort_key, stat_of(valid, value_of),
                             mean_of(valid, size_bits)))
         rows.sort(key=lambda r: r.sort_key)

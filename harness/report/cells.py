@@ -14,7 +14,7 @@ from .stats import Stat
 __all__ = ["DASH", "Row", "fixed", "sig", "fmt_stat", "acc2", "signed2", "times", "cell_text", "table", "num", "dig",
            "canon", "method_label", "structure_of", "quant_label", "is_error", "order_key", "primary_metric",
            "distinct", "status_cell", "sd_cell", "ci_cell", "seeds_cell", "geo_cells", "paired_cell",
-           "reference_method", "method_name", "headlines", "headline_value", "headline_cell", "headline_cells", "size_bits"]
+           "reference_method", "method_name", "budgets_of", "headlines", "headline_value", "headline_cell", "headline_cells", "size_bits"]
 
 DASH = "—"
 
@@ -290,3 +290,8 @@ def reference_method(records: Iterable[Mapping]) -> str | None:
 def method_name(rec: Mapping) -> str:
     name = dig(rec, "method", "name") if isinstance(rec.get("method"), Mapping) else rec.get("method")
     return str(name) if name else "?"
+
+
+def budgets_of(records: Iterable[Mapping]) -> list[float]:
+    """The distinct training budgets (epochs) of the records, ascending."""
+    return sorted({b for b in (num(r.get("budget_epochs")) for r in records) if b is not None})

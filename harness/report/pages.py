@@ -35,6 +35,7 @@ from prunebench.results import ResultStore, sanitize_name, write_atomic
 from .cells import (
     DASH,
     Row,
+    budgets_of,
     acc2,
     canon,
     dig,
@@ -51,8 +52,8 @@ from .cells import (
     structure_of,
     table,
 )
-from .plots import pareto_png
-from .stats import Stat, mean_ci
+from .plots import budget_png, pareto_png
+from .stats import Stat, mean_ci, stat_of
 
 __all__ = ["render", "write_leaderboards", "comparison_rows", "comparison_table", "GENERATED_MARKER",
            "select_current", "dense_stat", "stored_form"]
@@ -218,11 +219,60 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     if errors:
         lines += _errors_section(errors) + [""]
     lines += _footer(records)
-    return "\n".join(lines) + "\n", png
+    budget_lines, budget_png = _budget_section(kept, metric, dense, base)
+    footer_at = len(lines) - len(_footer(records))
+    lines[footer_at:footer_at] = budget_lines
+    extra = {f"{base}-pareto.png": png} if png is not None else {}
+    if budget_png is not None:
+        extra[f"{base}-budget.png"] = budget_png
+    return "\n".join(lines) + "\n", extra
 
 
 
 # -- index and entry points -------------------------------------------------
+
+
+#: "reaches dense" means within this many points of the dense model's mean
+BUDGET_DELTA_PTS = 1.0
+
+
+def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None, base: str
+                    ) -> tuple[list[str], bytes | None]:
+    """Pages of suites with a budget ladder: accuracy against budget (a plot, one
+    panel per structure, one line per method and rate) and the smallest budget
+    at which each method's mean comes within BUDGET_DELTA_PTS of the dense model."""
+    ec = [r for r in records if r.get("protocol") == "equal_compression" and not is_error(r)]
+    budgets = budgets_of(ec)
+    if len(budgets) < 2:
+        return [], None
+    cells: dict[tuple, dict[float, Stat]] = defaultdict(dict)
+    for key in sorted({(structure_of(r), method_label(r), num(dig(r, "target", "rate"))) for r in ec},
+                      key=lambda k: (k[0], k[1], k[2] or 0.0)):
+        for b in budgets:
+            group = [r for r in ec if (structure_of(r), method_label(r), num(dig(r, "target", "rate"))) == key
+                     and num(r.get("budget_epochs")) == b]
+            stat = stat_of(group, lambda r: num(dig(r, "metrics", metric)))
+            if stat is not None:
+                cells[key][b] = stat
+    header = ["Structure", "Method", "Rate", *[f"{sig(b, trim=True)} ep" for b in budgets],
+              f"Epochs to dense - {sig(BUDGET_DELTA_PTS, trim=True)} pt"]
+    rows = []
+    for (structure, method, rate), by_budget in cells.items():
+        reached = DASH
+        if dense is not None:
+            hit = [b for b in budgets if b in by_budget and by_budget[b].mean >= dense.mean - BUDGET_DELTA_PTS]
+            reached = sig(hit[0], trim=True) if hit else f"> {sig(budgets[-1], trim=True)}"
+        rows.append([structure, method, DASH if rate is None else f"{sig(rate, trim=True)}×",
+                     *[fmt_stat(by_budget.get(b), acc2) for b in budgets], reached])
+    png = budget_png(cells, budgets, metric, dense)
+    lines = ["## Accuracy against training budget", "",
+             f"Equal compression, {metric} (mean ± 95% CI) per budget; the last column is the smallest budget "
+             f"whose mean is within {sig(BUDGET_DELTA_PTS, trim=True)} point of the dense model (\"> B\": not "
+             f"within the ladder).", ""]
+    if png is not None:
+        lines += [f"![{metric} against training budget]({base}-budget.png)", ""]
+    lines += table(header, "lll" + "r" * (len(budgets) + 1), rows) + [""]
+    return lines, png
 
 
 def _index(entries: Sequence[tuple[str, bool, str, Sequence[Mapping]]], total: Sequence[Mapping]) -> str:
@@ -280,13 +330,12 @@ def render(records: Iterable[Mapping[str, Any]], problems: list[str] | None = No
             report.append(f"suite {suite!r} skipped: its page name {page!r} collides with another page")
             continue
         try:
-            text, png = _page(suite, by_page[(suite, smoke)], smoke, base, report)
+            text, files = _page(suite, by_page[(suite, smoke)], smoke, base, report)
         except Exception as err:  # noqa: BLE001 - one bad suite must not stop the others
             report.append(f"suite {suite!r} skipped: {type(err).__name__}: {err}")
             continue
         out[page] = text
-        if png is not None:
-            out[f"{base}-pareto.png"] = png
+        out.update(files)
         entries.append((suite, smoke, page, by_page[(suite, smoke)]))
     out[INDEX] = _index(entries, [r for e in entries for r in e[3]])
     return dict(sorted(out.items()))
@@ -301,7 +350,7 @@ def stored_form(record: Any) -> dict:
 
 
 def _is_generated(path: Path) -> bool:
-    if path.name.endswith("-pareto.png"):
+    if path.name.endswith(("-pareto.png", "-budget.png")):
         return True
     if path.suffix != ".md":
         return False

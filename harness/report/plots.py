@@ -13,7 +13,7 @@ from prunebench.protocols.base import ordered
 from .cells import Row, acc2, headline_value, headlines
 from .stats import Stat, mean_of
 
-__all__ = ["method_colour", "focus_floor", "pareto_png", "protocol_style"]
+__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style"]
 
 
 def protocol_style(name: str):
@@ -145,3 +145,57 @@ def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None,
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
 
+
+
+def budget_png(cells: Mapping, budgets: Sequence[float], metric: str, dense: Stat | None) -> bytes | None:
+    """Accuracy against training budget: one panel per structure, one line per
+    method (its colour) and rate (line style), 95% CI bars, dense level dashed."""
+    if not cells:
+        return None
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    structures = sorted({k[0] for k in cells})
+    rates = sorted({k[2] for k in cells if k[2] is not None})
+    styles = ["-", "--", ":", "-."]
+    with matplotlib.style.context("default"):
+        cols = min(3, len(structures))
+        nrows = math.ceil(len(structures) / cols)
+        fig = Figure(figsize=(3.8 * cols + 2.4, 3.2 * nrows + 0.6), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        for k, structure in enumerate(structures):
+            ax = axes[k // cols][k % cols]
+            for (st, method, rate), by_budget in cells.items():
+                if st != structure or not by_budget:
+                    continue
+                xs = [b for b in budgets if b in by_budget]
+                ys = [by_budget[b].mean for b in xs]
+                es = [by_budget[b].half or 0.0 for b in xs]
+                style = styles[rates.index(rate) % len(styles)] if rate in rates else "-"
+                label = f"{method} {rate:g}×" if rate is not None else method
+                ax.errorbar([max(x, 1e-3) for x in xs], ys, yerr=es, linestyle=style, marker="o", markersize=4,
+                            color=method_colour(method), capsize=2, linewidth=1, label=label)
+            if dense is not None:
+                ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1)
+            if min(budgets) > 0:
+                ax.set_xscale("log")
+            ax.set_title(structure, fontsize=9)
+            ax.set_xlabel("training budget (epochs)", fontsize=8)
+            ax.set_ylabel(f"{metric} (%)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="both", linewidth=0.3)
+        for k in range(len(structures), nrows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()

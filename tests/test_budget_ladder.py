@@ -1,0 +1,53 @@
+"""budgets: [..]: every point runs once per budget; the budget is in the point's
+id and identity, in every table, and the page plots accuracy against budget."""
+
+import pytest
+
+from prunebench.report import render
+from prunebench.results import ResultStore
+from prunebench.runner import RunContext, run_point
+from prunebench.suite import SuiteError, load_suite
+
+SUITE = """
+suite: ladder-test
+version: 1
+task:
+  name: classification
+  model: lenet5
+  data: {{name: synthetic, synthetic_train: 256, synthetic_test: 128}}
+  batch_size: 64
+dense: {{epochs: 1}}
+budgets: {budgets}
+methods: [magnitude]
+protocols:
+  equal_compression: {{structure: [unstructured], rates: [8]}}
+"""
+
+
+def _suite(tmp_path, budgets):
+    path = tmp_path / "ladder.yaml"
+    path.write_text(SUITE.format(budgets=budgets))
+    return load_suite(path)
+
+
+def test_each_point_runs_at_each_budget_and_the_page_shows_the_ladder(tmp_path, isolated_cache):
+    suite = _suite(tmp_path, "[0.25, 0.5, 1]")
+    points = suite.points()
+    assert [p.id for p in points] == ["magnitude-unstructured-8x-b0.25-s0", "magnitude-unstructured-8x-b0.5-s0",
+                                      "magnitude-unstructured-8x-b1-s0"]
+    store = ResultStore(tmp_path / "res")
+    recs = [run_point(suite, p, RunContext(results=store, progress=False)).record for p in points]
+    assert [r.budget_epochs for r in recs] == [0.25, 0.5, 1.0]
+    assert [r.steps_spent for r in recs] == [1, 2, 4]  # 4 steps per epoch
+    assert len({r.point_key for r in recs}) == 3
+    pages = render(store.records())
+    page = pages["ladder-test.md"]
+    assert "Budget (epochs)" in page and "## Accuracy against training budget" in page
+    assert "ladder-test-budget.png" in pages and pages["ladder-test-budget.png"][:4] == b"\x89PNG"
+    row = next(line for line in page.splitlines() if line.startswith("| unstructured | magnitude v2 | 8×"))
+    assert row.count("(n=1)") == 3
+
+
+def test_a_budget_listed_twice_is_refused(tmp_path):
+    with pytest.raises(SuiteError, match=r"budgets\[1\]: expected distinct budgets, got 1 twice"):
+        _suite(tmp_path, "[1, 1]")
