@@ -138,6 +138,7 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
         quantization=suite.quantization if method.quantizes else None,
         layer_floor=suite.layers.floor,
         allow_collapsed=suite.layers.allow_collapsed,
+        membrane_bits=suite.quantization.membrane_bits if suite.quantization is not None else None,
     )
     quant = suite.quantization
     # the same quantization treatment for every method: under qat a prune-only method
@@ -206,6 +207,9 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     excluded = [n for n in every_layer if n not in set(layers)]
     if quant is not None and excluded:
         _standard_quantize(model, excluded, quant)
+    membrane_bits = quant.membrane_bits if quant is not None else None
+    if membrane_bits:
+        _standard_membrane(model, membrane_bits)
     # what the structure really removes (prunebench.dependency): evaluated and scored
     whole = None
     try:
@@ -218,6 +222,8 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
                  "rate": total / max(nonzero, 1), "effective_rate": None, "excluded_layers": excluded,
                  "dependency_unavailable": f"{type(err).__name__}: {err}"[:300]}
     metrics = task.evaluate(effective)
+    if membrane_bits:
+        _check_membrane(effective, membrane_bits, point.method)
     validation = task.evaluate(effective, split="validation") if getattr(task, "has_validation", False) else None
     metrics_nominal = task.evaluate(model) if effective is not model and whole.get("weights_removed_by_dependency") else None
     artifact = CompressedModel.from_model(
@@ -361,6 +367,33 @@ def _run_probe(job: ProbeJob) -> dict:
         task = get_task(suite, ctx)
         dense = _dense(suite, task, job.point.seed, ctx)  # from the cache the point filled
         return _compress_once(suite, task, dense, job.point, job.rate, ctx)
+
+
+def _standard_membrane(model, bits: int) -> None:
+    """Spiking neurons whose membrane the method left unquantized store it on a
+    uniform 2^bits-level grid over [-threshold, threshold] (the same for every
+    method; a method's own membrane grid is kept and checked)."""
+    for module in model.modules():
+        if hasattr(module, "mem_bits") and hasattr(module, "mem_scale") and int(module.mem_bits) == 0:
+            theta = float(module.threshold.detach().clamp(min=1e-3))
+            with torch.no_grad():
+                module.mem_bits.fill_(bits)
+                module.mem_scale.fill_(theta / max(2 ** (bits - 1) - 1, 1))
+                module.mem_offset.fill_(0.0)
+
+
+def _check_membrane(model, bits: int, method: str) -> None:
+    """The membrane states recorded while evaluating hold at most 2^bits levels per layer."""
+    from .verify import VerificationError
+
+    stats = getattr(model, "snn_stats", None)
+    if stats is None:
+        raise VerificationError("quantization.membrane_bits: the model has no spiking neurons to check")
+    from .tasks.classification.snn import membrane_levels_problems
+
+    problems = membrane_levels_problems(stats(), bits)
+    if problems:
+        raise VerificationError(f"{method} missed its membrane target ({bits}-bit):\n  " + "\n  ".join(problems))
 
 
 def _standard_quantize(model, layers, quant: Quantization) -> None:
@@ -522,6 +555,8 @@ def _quant_identity(quant: Quantization | None) -> dict | None:
     plain = dict(to_plain(quant))
     if plain.get("mode") == "ptq":
         del plain["mode"]
+    if plain.get("membrane_bits") is None:
+        plain.pop("membrane_bits", None)
     return plain
 
 

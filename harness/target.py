@@ -107,6 +107,10 @@ class Quantization(Validated):
     #: how methods that only prune get there: ``ptq`` quantizes after them (one shot),
     #: ``qat`` fine-tunes them quantization-aware inside the same budget (straight-through)
     mode: Literal["ptq", "qat"] = "ptq"
+    #: spiking networks: bits of the stored membrane potential (at most 2^bits levels
+    #: per layer); methods that leave the membrane unquantized get the harness's
+    #: uniform grid over [-threshold, threshold]; None: not asked
+    membrane_bits: Annotated[int, Between(1, 16)] | None = None
 
     def __post_init__(self):
         super().__post_init__()
