@@ -10,8 +10,14 @@ projection Proj_S, and scaled ADMM:
     U-step  U = U + W - Z                                           (:meth:`ADMMPenalty.u_step`)
 
 :func:`run_admm_stages` runs ``stages`` x ``iterations`` of that loop with rho
-multiplied after every stage (progressive rho); :func:`hard_prune_and_retrain`
-is the usual ending (hard projection, then masked retraining);
+multiplied between stages (progressive rho).  U is the *scaled* dual, U =
+Y / rho; when rho changes the unscaled multiplier Y must stay, so U is
+rescaled by rho / rho' (Boyd et al. 2011, doi 10.1561/2200000016, sec.
+3.4.1; :meth:`ADMMPenalty.set_rho`).  The alternative ``dual="reset"``
+restarts each stage at Z = Proj(W), U = 0, as the ADMM-NN authors' PyTorch
+code does.  :func:`admm_convergence` flags a run whose primal residual did
+not settle.  :func:`hard_prune_and_retrain` is the usual ending (hard
+projection, then masked retraining);
 :func:`progressive_mapping` is ADMM-NN's progressive masked mapping onto a
 quantizer's level set.  Projections are plain functions ``dict[name, W] ->
 dict[name, Z]``; :func:`sparse_projection` and :func:`level_projection` build
@@ -28,16 +34,21 @@ A sketch of a method (see ``methods/admm.py`` for the full one)::
     penalty = ADMMPenalty(params, rho=1e-2, project=project)
     residuals = run_admm_stages(trainer, penalty, project, epochs["admm"], stages=3, iterations=2,
                                 rho_multiplier=10.0)
+    convergence = admm_convergence(residuals, params)
     masks, metrics = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"])
 
 Every training call goes through :func:`fit_within_budget`, so a method never
-asks the :class:`~prunebench.Trainer` for more than its budget.
+asks the :class:`~prunebench.Trainer` for more than its budget.  Each recipe
+trains inside ``trainer.phase(name)`` (``phase=`` names it) and
+:func:`hard_prune_and_retrain` records ``trainer.record_hard_prune()``, so
+the record says where the budget went and what the hard-pruned model scored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -48,13 +59,17 @@ from .trainer import Callback, KeepMasked
 
 __all__ = [
     "ADMMPenalty",
+    "DualRule",
+    "admm_convergence",
     "Freeze",
     "Projection",
     "fit_within_budget",
     "hard_prune_and_retrain",
     "hard_project_",
+    "in_phase",
     "level_projection",
     "progressive_mapping",
+    "record_hard_prune",
     "run_admm_stages",
     "short_metrics",
     "sparse_projection",
@@ -65,6 +80,12 @@ __all__ = [
 #: a projection onto a constraint set: layer name -> weight, to layer name -> projected weight
 Projection = Callable[[Mapping[str, torch.Tensor]], dict]
 
+#: what happens to the scaled dual U when rho changes: ``rescale`` keeps Y = rho U (Boyd et al.
+#: 2011, sec. 3.4.1), ``reset`` restarts at Z = Proj(W), U = 0 (the ADMM-NN authors' PyTorch
+#: stages), ``keep`` leaves U as it is (prunebench <= admm v1; Y jumps by rho'/rho: for ablations)
+DualRule = Literal["rescale", "reset", "keep"]
+DUAL_RULES = ("rescale", "reset", "keep")
+
 
 # ---------------------------------------------------------------- small helpers
 
@@ -72,6 +93,12 @@ Projection = Callable[[Mapping[str, torch.Tensor]], dict]
 def short_metrics(metrics: Mapping) -> dict:
     """The scalar (int / float) entries of a task's metrics, for a method's info dict."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def in_phase(trainer, name: str):
+    """``trainer.phase(name)``, or no context for a trainer without phases (a test double)."""
+    phase = getattr(trainer, "phase", None)
+    return phase(name) if phase is not None else contextlib.nullcontext()
 
 
 def fit_within_budget(trainer, epochs: float, **kwargs) -> None:
@@ -142,8 +169,8 @@ class ADMMPenalty:
     Pass it as ``trainer.fit(..., penalty=penalty)``; the Trainer adds it to
     the task loss every step, so its gradient is rho (W - Z + U) on each
     parameter.  ``z`` starts at ``project(W)`` when ``project`` is given (else
-    at W), ``u`` at zero.  ``rho`` may be changed between fits (the stage
-    schedule does); U is the *scaled* dual and is not rescaled when it is.
+    at W), ``u`` at zero.  U is the *scaled* dual Y / rho: change rho with
+    :meth:`set_rho`, which keeps Y (or resets), not by assigning ``rho``.
     """
 
     def __init__(self, params: Mapping[str, nn.Parameter], rho: float, project: Projection | None = None):
@@ -159,6 +186,38 @@ class ADMMPenalty:
         for n, p in self.params.items():
             total = total + ((p - self.z[n] + self.u[n]) ** 2).sum()
         return 0.5 * self.rho * total
+
+    def multiplier(self) -> dict[str, torch.Tensor]:
+        """The unscaled multiplier Y = rho U, layer by layer."""
+        return {n: self.rho * u for n, u in self.u.items()}
+
+    @torch.no_grad()
+    def set_rho(self, rho: float, dual: DualRule = "rescale", project: Projection | None = None) -> None:
+        """Change rho, and U with it by ``dual`` (see :data:`DualRule`).
+
+        ``rescale``: U' = U rho / rho', so Y = rho U is unchanged (Boyd et
+        al. 2011, doi 10.1561/2200000016, sec. 3.4.1).  ``reset``: Z =
+        project(W), U = 0 (needs ``project``).  ``keep``: U unchanged.
+        """
+        if not (isinstance(rho, (int, float)) and rho > 0 and math.isfinite(rho)):
+            raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+        if dual not in DUAL_RULES:
+            raise ValueError(f"dual must be one of {', '.join(DUAL_RULES)}, got {dual!r}")
+        if dual == "rescale":
+            for u in self.u.values():
+                u.mul_(self.rho / rho)
+        elif dual == "reset":
+            if project is None:
+                raise ValueError("dual='reset' needs the projection (Z restarts at Proj(W))")
+            self.z = project({n: p.detach() for n, p in self.params.items()})
+            for u in self.u.values():
+                u.zero_()
+        self.rho = rho
+
+    @torch.no_grad()
+    def weight_norm(self) -> float:
+        """||W|| over the layers (the scale the primal residual is judged against)."""
+        return math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in self.params.values()))
 
     @torch.no_grad()
     def z_step(self, project: Projection) -> float:
@@ -181,10 +240,13 @@ class ADMMPenalty:
         return math.sqrt(primal)
 
     def update(self, project: Projection) -> dict:
-        """One Z-step then one U-step; returns ``primal_residual`` and ``dual_residual``."""
+        """One Z-step then one U-step; returns ``primal_residual`` ||W - Z||,
+        ``dual_residual`` rho ||Z - Z_prev|| and ``primal_relative`` ||W - Z|| / ||W||."""
         dual = self.z_step(project)
         primal = self.u_step()
-        return {"primal_residual": primal, "dual_residual": dual}
+        norm = self.weight_norm()
+        return {"primal_residual": primal, "dual_residual": dual,
+                "primal_relative": _relative(primal, norm)}
 
 
 def run_admm_stages(
@@ -197,25 +259,89 @@ def run_admm_stages(
     iterations: int = 1,
     rho_multiplier: float = 1.0,
     callbacks: Sequence[Callback] = (),
+    dual: DualRule = "rescale",
+    phase: str = "admm",
 ) -> list[dict]:
-    """``stages`` x ``iterations`` ADMM iterations on ``epochs`` of training; rho x ``rho_multiplier`` per stage.
+    """``stages`` x ``iterations`` ADMM iterations on ``epochs`` of training; rho x ``rho_multiplier`` between stages.
 
-    Each iteration is a W-step of ``epochs / (stages * iterations)`` epochs
-    (:func:`fit_within_budget`, so a period under one step trains nothing)
-    followed by ``penalty.update(project)``.  ``callbacks`` go to every
-    W-step.  Returns one record per iteration: stage, iteration, the rho it
-    ran with and the residuals, so convergence is visible in the results.
+    Each iteration is a W-step of its share of the phase's whole steps
+    (floor(``epochs`` x steps per epoch), split i x total // (stages x iterations),
+    so every step is spent even when a share is under one epoch) followed by
+    ``penalty.update(project)``.  Between stages rho changes by
+    :meth:`ADMMPenalty.set_rho` with rule ``dual`` (default ``rescale``: the
+    multiplier Y = rho U is kept).  ``callbacks`` go to every W-step; the
+    training counts as ``trainer.phase(phase)``.  Returns one record per
+    iteration: stage, iteration, the rho it ran with and the residuals
+    (see :func:`admm_convergence`).
     """
-    period = epochs / (stages * iterations)
+    if dual not in DUAL_RULES:
+        raise ValueError(f"dual must be one of {', '.join(DUAL_RULES)}, got {dual!r}")
+    n = stages * iterations
+    # the phase's whole steps, shared out over the periods (i * total // n): a period
+    # shorter than a step no longer drops its share of the budget
+    total = min(trainer.steps_for(epochs, rounding="down"), trainer.steps_left) if epochs > 0 else 0
+    bounds = [i * int(total) // n for i in range(n + 1)]
     records = []
-    for stage in range(stages):
-        for it in range(iterations):
-            fit_within_budget(trainer, period, penalty=penalty, callbacks=callbacks)
-            res = penalty.update(project)
-            records.append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
-        # ADMM-NN-S's dynamic regularisation: a harder pull towards Z each stage
-        penalty.rho *= rho_multiplier
+    with in_phase(trainer, phase):
+        for stage in range(stages):
+            if stage > 0 and rho_multiplier != 1.0:
+                # ADMM-NN-S's dynamic regularisation: a harder pull towards Z each stage
+                penalty.set_rho(penalty.rho * rho_multiplier, dual, project)
+            for it in range(iterations):
+                k = stage * iterations + it
+                steps = bounds[k + 1] - bounds[k]
+                if steps >= 1:
+                    trainer.fit(steps=steps, penalty=penalty, callbacks=callbacks)
+                res = penalty.update(project)
+                records.append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
     return records
+
+
+def _relative(residual: float, norm: float) -> float | None:
+    # None (JSON null, not inf) when ||W|| = 0 and W != Z
+    if norm > 0:
+        return residual / norm
+    return 0.0 if residual == 0 else None
+
+
+def admm_convergence(records: Sequence[Mapping], params: Mapping[str, torch.Tensor] | None = None, *,
+                     tol: float = 0.05) -> dict | None:
+    """Did the ADMM loop settle?  ``converged`` is False when the final primal
+    residual ||W - Z|| is above ``tol`` x ||W|| (W after the loop, from
+    ``params``, else from the last record's ``primal_relative``), or when
+    the primal residual rose over the last stage (its last iteration above
+    its first).  Returns the numbers behind the verdict; None without records.
+    """
+    if not records:
+        return None
+    last = records[-1]
+    final = float(last["primal_residual"])
+    if params is not None:
+        norm = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in params.values()))
+        relative = _relative(final, norm)
+    elif "primal_relative" in last:
+        relative = last["primal_relative"]
+    else:
+        raise ValueError("admm_convergence needs params, or records with primal_relative (run_admm_stages's)")
+    stage = last.get("stage", 0)
+    stage_primal = [float(r["primal_residual"]) for r in records if r.get("stage", 0) == stage]
+    rising = len(stage_primal) >= 2 and stage_primal[-1] > stage_primal[0]
+    reasons = []
+    if relative is None:
+        reasons.append(f"final primal residual {final:.4g} with ||W|| = 0")
+    elif relative > tol:
+        reasons.append(f"final primal residual {final:.4g} is {relative:.3g} of ||W||, above tol {tol:g}")
+    if rising:
+        reasons.append(f"primal residual rose over the last stage: {stage_primal[0]:.4g} -> {stage_primal[-1]:.4g}")
+    return {
+        "converged": not reasons,
+        "primal_final": final,
+        "primal_relative": relative,
+        "tol": tol,
+        "last_stage_primal": stage_primal,
+        "dual_final": float(last["dual_residual"]),
+        "reasons": reasons,
+    }
 
 
 # ---------------------------------------------------------------- hard projection and retraining
@@ -233,22 +359,33 @@ def hard_project_(
     return dict(masks)
 
 
+def record_hard_prune(trainer) -> dict:
+    """``trainer.record_hard_prune()`` (kept in ``trainer.checkpoints``), or the
+    short metrics of ``trainer.evaluate()`` for a trainer without checkpoints."""
+    record = getattr(trainer, "record_hard_prune", None)
+    return dict(record()) if record is not None else short_metrics(trainer.evaluate())
+
+
 def hard_prune_and_retrain(
     trainer,
     params: Mapping[str, nn.Parameter],
     masks_of: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]],
     epochs: float,
+    *,
+    phase: str = "retrain",
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Hard projection (:func:`hard_project_`), an evaluation, then masked retraining.
 
-    The retraining (``KeepMasked``: pruned weights get no gradient and stay
-    zero) runs for ``epochs`` within the budget.  Returns the masks and the
-    short metrics of the hard-pruned model before retraining (what an ADMM
-    paper calls accuracy without retraining).
+    The evaluation is the trainer's ``hard_prune`` checkpoint.  The
+    retraining (``KeepMasked``: pruned weights get no gradient and stay
+    zero) runs for ``epochs`` within the budget, as ``trainer.phase(phase)``.
+    Returns the masks and the short metrics of the hard-pruned model before
+    retraining (what an ADMM paper calls accuracy without retraining).
     """
     masks = hard_project_(params, masks_of)
-    metrics = short_metrics(trainer.evaluate())
-    fit_within_budget(trainer, epochs, callbacks=[KeepMasked(masks)])
+    metrics = record_hard_prune(trainer)
+    with in_phase(trainer, phase):
+        fit_within_budget(trainer, epochs, callbacks=[KeepMasked(masks)])
     return masks, metrics
 
 
@@ -282,6 +419,7 @@ def progressive_mapping(
     *,
     fraction: float,
     rounds: int,
+    phase: str = "mapping",
 ) -> None:
     """ADMM-NN's progressive masked mapping of the weights onto ``project``'s set.
 
@@ -289,8 +427,8 @@ def progressive_mapping(
     rounds snaps the ``fraction`` of still-free weights closest to their
     projection (at least one per layer; all of them in the last round) and
     freezes them; between rounds the free ones retrain (:class:`Freeze`) for
-    ``epochs / (rounds - 1)``.  A final projection then puts every weight on
-    the set.
+    ``epochs / (rounds - 1)`` (as ``trainer.phase(phase)``).  A final
+    projection then puts every weight on the set.
     """
     free = {n: masks[n].clone().bool() for n in params}
     for r in range(rounds):
@@ -310,7 +448,8 @@ def progressive_mapping(
                 free[n] = flat_free.view_as(free[n])
                 p.copy_(torch.where(free[n], p, target_q[n]))
         if r < rounds - 1:
-            fit_within_budget(trainer, epochs / (rounds - 1), callbacks=[Freeze(params, free)])
+            with in_phase(trainer, phase):
+                fit_within_budget(trainer, epochs / (rounds - 1), callbacks=[Freeze(params, free)])
     # the frozen weights were snapped; a final projection settles every value on the level set
     with torch.no_grad():
         final = project({n: p.detach() for n, p in params.items()})

@@ -126,6 +126,10 @@ class RunRecord:
     validation_metrics: dict | None = None
     #: epochs the dense model trained (the suite's convergence rule may stop it early)
     dense_epochs_trained: float | None = None
+    #: optimizer steps per phase of the method (sums to steps_spent), and the metrics
+    #: at its checkpoints (``hard_prune``: right after the projection, before fine-tuning)
+    phases: dict | None = None
+    checkpoints: dict | None = None
     #: the method the suite names for paired comparisons on its pages (None: no reference)
     reference_method: str | None = None
     #: optimizer steps the budget allows and the run took (the budget is counted in steps)
@@ -155,7 +159,8 @@ class RunRecord:
         if self.train_samples_seen is None:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
         for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal",
-                     "validation_metrics", "dense_epochs_trained"):
+                     "validation_metrics", "dense_epochs_trained",
+                     "phases", "checkpoints"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:

@@ -118,6 +118,9 @@ class _MethodRun:
     budget_steps: int | None
     #: the method quantized to the target itself (else the suite's quantizer runs after it)
     quantizes: bool
+    #: optimizer steps per phase of the method, and its checkpoints' metrics (hard prune, ...)
+    phases: dict = field(default_factory=dict)
+    checkpoints: dict = field(default_factory=dict)
 
 
 def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext):
@@ -162,7 +165,8 @@ def _run_method(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint,
         method, model, target, trainer, task, budget_epochs=suite.budget_epochs(point), name=point.method,
         classes=[registry.hardware_models.get(name) for name in suite.hardware],
     )
-    return _MethodRun(guarded, trainer.epochs_spent, trainer.steps_taken, trainer.budget_steps, bool(method.quantizes))
+    return _MethodRun(guarded, trainer.epochs_spent, trainer.steps_taken, trainer.budget_steps, bool(method.quantizes),
+                      dict(trainer.phases), _jsonable(dict(trainer.checkpoints)))
 
 
 def isolated(method: str, isolation: str) -> bool:
@@ -254,6 +258,8 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "epochs_spent": run.epochs_spent,
         "budget_steps": run.budget_steps,
         "steps_spent": run.steps_spent,
+        "phases": run.phases or None,
+        "checkpoints": run.checkpoints or None,
         "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
     }
@@ -288,7 +294,8 @@ def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ct
         raise VerificationError(f"{point.method} left non-finite numbers in the model: {'; '.join(bad)}")
     guarded = Guarded(model=model, info=out["info"], train_samples_seen=out["seen"],
                       train_samples_allowed=out["allowed"])
-    return _MethodRun(guarded, out["epochs_spent"], out["steps_spent"], out["budget_steps"], out["quantizes"])
+    return _MethodRun(guarded, out["epochs_spent"], out["steps_spent"], out["budget_steps"], out["quantizes"],
+                      out["phases"], out["checkpoints"])
 
 
 def _run_method_job(job: "ProbeJob") -> dict:
@@ -305,7 +312,7 @@ def _run_method_job(job: "ProbeJob") -> dict:
     return {"state": {k: v.detach().cpu() for k, v in g.model.state_dict().items()},
             "info": _jsonable(g.info), "seen": g.train_samples_seen, "allowed": g.train_samples_allowed,
             "epochs_spent": run.epochs_spent, "steps_spent": run.steps_spent, "budget_steps": run.budget_steps,
-            "quantizes": run.quantizes}
+            "quantizes": run.quantizes, "phases": run.phases, "checkpoints": run.checkpoints}
 
 
 class _Compressor:

@@ -9,13 +9,21 @@ epochs x steps per epoch), recorded with every run.  A fit asks for whole
 steps (``steps=n``) or for epochs that are a whole number of steps; any other
 fraction must say how to round it (``rounding="down"`` or ``"nearest"``), so
 nothing is rounded silently and repeated fits cannot drift past the budget.
+
+How a method spent its budget is recorded too: steps taken inside
+``with trainer.phase("admm"):`` are counted in ``trainer.phases["admm"]``
+(the innermost phase when they nest; steps outside any phase under
+``"unassigned"``), and ``trainer.checkpoint("hard_prune")`` evaluates the
+current model (no budget: no grad) and keeps its scalar metrics in
+``trainer.checkpoints``.  The harness copies both into the run's record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +31,13 @@ from torch import nn
 from . import distributed
 from .interfaces import Task
 
-__all__ = ["OptimizerConfig", "Trainer", "Callback", "KeepMasked", "BudgetExceeded", "FitReport"]
+__all__ = ["OptimizerConfig", "Trainer", "Callback", "KeepMasked", "BudgetExceeded", "FitReport", "UNASSIGNED",
+           "HARD_PRUNE"]
+
+#: the ``Trainer.phases`` key for steps taken outside any ``Trainer.phase``
+UNASSIGNED = "unassigned"
+#: the checkpoint name for the model right after the hard projection, before any fine-tuning
+HARD_PRUNE = "hard_prune"
 
 
 class BudgetExceeded(RuntimeError):
@@ -124,6 +138,44 @@ class Trainer:
         #: callbacks that see every fit call, whoever makes it (benchmarks, probes)
         self.observers = tuple(observers)
         self.generator = torch.Generator().manual_seed(seed)
+        #: optimizer steps per phase name, in the order phases were first entered
+        self.phases: dict[str, int] = {}
+        #: scalar metrics per checkpoint name (see :meth:`checkpoint`)
+        self.checkpoints: dict[str, dict] = {}
+        self._phase_stack: list[str] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Attribute the steps taken inside the block to phase ``name``.
+
+        Entering records the phase with 0 steps, so a phase that trained
+        nothing still shows in the record.  Nested phases: the innermost one
+        gets the steps, so ``sum(phases.values()) == steps_taken``.  The same
+        name entered again adds to its count.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"phase name must be a non-empty string, got {name!r}")
+        self.phases.setdefault(name, 0)
+        self._phase_stack.append(name)
+        try:
+            yield
+        finally:
+            self._phase_stack.pop()
+
+    def checkpoint(self, name: str) -> dict:
+        """Evaluate the current model (no budget spent) and keep its scalar metrics
+        under ``checkpoints[name]``; returns them.  Named again, it is overwritten."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"checkpoint name must be a non-empty string, got {name!r}")
+        metrics = {k: v for k, v in self.evaluate().items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.checkpoints[name] = metrics
+        return dict(metrics)
+
+    def record_hard_prune(self) -> dict:
+        """``checkpoint("hard_prune")``: the accuracy right after the hard projection,
+        before fine-tuning (an ADMM paper's "without retraining")."""
+        return self.checkpoint(HARD_PRUNE)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -247,6 +299,8 @@ class Trainer:
                 # from the step count, so no float residue accumulates
                 self.steps_taken += 1
                 self.epochs_spent = self.steps_taken / per_epoch
+                key = self._phase_stack[-1] if self._phase_stack else UNASSIGNED
+                self.phases[key] = self.phases.get(key, 0) + 1
                 if bar is not None:
                     bar.update(1)
                 if step >= total_steps:

@@ -11,9 +11,18 @@ solved by scaled ADMM, one iteration being
     Z-step  Z = Proj_S(W + U)
     U-step  U = U + W - Z
 
-with rho multiplied by ``rho_multiplier`` after each stage (ADMM-NN-S's dynamic
+with rho multiplied by ``rho_multiplier`` between stages (ADMM-NN-S's dynamic
 regularisation), then a hard projection and masked retraining.  With the
 target structure set to filter, channel, column or kernel this is ADMM-NN-S.
+
+U is the scaled dual Y / rho.  When rho grows, ``dual_on_rho_change``
+decides what U does: ``rescale`` (default) keeps the multiplier Y, U' = U
+rho / rho' (Boyd et al., "Distributed Optimization and Statistical Learning
+via ADMM", 2011, doi 10.1561/2200000016, sec. 3.4.1); ``reset`` restarts
+each stage at Z = Proj(W), U = 0, as the authors' PyTorch code runs its
+rho_0 10^j stages (github Zhoushanglin100/SLR-ADMM-cifar10); ``keep`` is
+version 1's rule (U untouched, so Y jumps by rho'/rho and the primal
+residual rose in every committed run), for ablations only.
 
 Quantization runs the same loop with Proj_Q (the target's level set, zero kept
 for pruned weights) on the surviving weights, then progressive masked mapping
@@ -21,8 +30,13 @@ as in ADMM-NN's released code: each round snaps the fraction of still-free
 weights closest to their level, freezes them, and retrains the rest.
 
 Every projection is the shared library's (``prunebench.projections``,
-``prunebench.quant``); the per-iteration residuals ||W - Z|| are returned so
-convergence is visible in the results.  The ADMM machinery itself (penalty,
+``prunebench.quant``).  The per-iteration primal residual ||W - Z|| and dual
+residual rho ||Z - Z_prev|| are returned, and ``converged`` is False (with
+the numbers in ``convergence``) when the final primal residual is above
+``primal_tol`` x ||W|| or rose over the last stage.  The budget spent per
+phase (``admm``, ``retrain``, ``quant_admm``, ``mapping``) and the
+hard-pruned accuracy are kept by the trainer (``trainer.phases``,
+``trainer.checkpoints["hard_prune"]``).  The ADMM machinery itself (penalty,
 Z/U steps, stage schedule, hard projection and retraining, mapping) is the
 public :mod:`prunebench.recipes`, for other methods to build on.
 """
@@ -30,7 +44,7 @@ public :mod:`prunebench.recipes`, for other methods to build on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 
@@ -39,6 +53,7 @@ from prunebench.config import Gt, Le, NonNegativeFloat, PositiveFloat, PositiveI
 from prunebench.projections import Allocation, project_masks
 from prunebench.recipes import (
     ADMMPenalty,
+    admm_convergence,
     hard_prune_and_retrain,
     level_projection,
     progressive_mapping,
@@ -62,6 +77,11 @@ class ADMMConfig(Validated):
     stages: PositiveInt = 3
     #: ADMM iterations (Z/U updates) per stage
     iterations: PositiveInt = 2
+    #: the scaled dual U when rho grows: "rescale" keeps Y = rho U (Boyd et al. 2011, sec. 3.4.1),
+    #: "reset" restarts the stage at Z = Proj(W), U = 0 (the authors' PyTorch code), "keep" = version 1
+    dual_on_rho_change: Literal["rescale", "reset", "keep"] = "rescale"
+    #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
+    primal_tol: PositiveFloat = 0.05
     quant_rho: PositiveFloat = 1e-2
     quant_iterations: PositiveInt = 2
     #: fraction of still-free weights snapped to their level per mapping round
@@ -85,7 +105,8 @@ class ADMM(Method):
     """ADMM-NN joint pruning + quantization; ADMM-NN-S for structured targets."""
 
     Config = ADMMConfig
-    version = "1"
+    # 2: U rescaled when rho changes (dual_on_rho_change), rho changed between stages only
+    version = "2"
     structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
     quantization_schemes = ("uniform", "pow2", "ternary", "binary", "levels")
 
@@ -108,18 +129,24 @@ class ADMM(Method):
         sizes = {n: p.numel() for n, p in params.items()}
         keep = target.keep_budget(sizes)
         budget = self._budget(trainer)
-        info: dict = {"residuals": [], "quant_residuals": []}
+        info: dict = {"residuals": [], "quant_residuals": [], "converged": None, "convergence": None}
 
         def masks_of(weights):
-            return project_masks(weights, target.structure, keep, allocation=cfg.allocation)
+            return project_masks(weights, target.structure, keep, allocation=cfg.allocation,
+                                 floor=target.layer_floor)
 
         if cfg.prune:
             projection = sparse_projection(masks_of)
             penalty = ADMMPenalty(params, cfg.rho, project=projection)
             info["residuals"] = run_admm_stages(trainer, penalty, projection, budget["prune"], stages=cfg.stages,
-                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier)
-        # hard projection (the standard one-shot pruner when prune is off), then masked retraining
-        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, budget["retrain"])
+                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier,
+                                                dual=cfg.dual_on_rho_change, phase="admm")
+            info["convergence"] = admm_convergence(info["residuals"], params, tol=cfg.primal_tol)
+            info["converged"] = info["convergence"]["converged"]
+        # hard projection (the standard one-shot pruner when prune is off), then masked retraining;
+        # the hard-pruned metrics are the trainer's "hard_prune" checkpoint too
+        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, budget["retrain"],
+                                                                   phase="retrain")
 
         if cfg.quantize and target.quantization is not None:
             self._quantize(params, masks, target.quantization, trainer, budget["quant"], info)
@@ -133,10 +160,11 @@ class ADMM(Method):
         penalty = ADMMPenalty(params, cfg.quant_rho, project=projection)
         # one stage at fixed rho, pruned weights held at zero; records carry no stage
         records = run_admm_stages(trainer, penalty, projection, admm_epochs, iterations=cfg.quant_iterations,
-                                  callbacks=[KeepMasked(masks)])
+                                  callbacks=[KeepMasked(masks)], phase="quant_admm")
         info["quant_residuals"] = [{k: v for k, v in r.items() if k != "stage"} for r in records]
+        info["quant_convergence"] = admm_convergence(records, params, tol=cfg.primal_tol)
         progressive_mapping(trainer, params, masks, projection, map_epochs, fraction=cfg.mapping_fraction,
-                            rounds=cfg.mapping_rounds)
+                            rounds=cfg.mapping_rounds, phase="mapping")
 
 
 @dataclass(frozen=True)
@@ -153,7 +181,7 @@ class MemristorADMM(ADMM):
     Gaussian device mismatch, w' = w (1 + sigma n), averaged over trials."""
 
     Config = MemristorConfig
-    version = "1"
+    version = "2"  # ADMM version 2
     structures = ("block",)
     quantization_schemes = ("levels",)
 

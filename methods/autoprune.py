@@ -76,7 +76,6 @@ from torch.nn.utils import parametrize
 from prunebench import Callback, KeepMasked, Method
 from prunebench.config import ConfigError, Ge, Lt, NonNegativeFloat, PositiveFloat, Validated
 from prunebench.projections import Allocation, group_view, groups_to_mask
-from prunebench.recipes import short_metrics
 
 __all__ = ["AutoPrune", "AutoPruneConfig"]
 
@@ -258,9 +257,52 @@ class _GateTraining(Callback):
 
 
 def _select(scores: dict[str, torch.Tensor], tiebreak: dict[str, torch.Tensor], size: dict[str, int],
-            keep: int, allocation: str) -> dict[str, torch.Tensor]:
+            keep: int, allocation: str, floor: float | None = None) -> dict[str, torch.Tensor]:
     """Boolean keep vector per layer: highest score first (ties: larger tiebreak,
-    then lower index), the longest prefix within ``keep`` weights."""
+    then lower index), the longest prefix within ``keep`` weights; then each
+    layer's floor (the harness's rule, prunebench.projections: its best
+    max(1, floor(min(floor, keep/total) x groups)) groups), paid for by the
+    lowest-ranked groups above their layers' floors."""
+    chosen = _select_prefix(scores, tiebreak, size, keep, allocation)
+    if floor is None:
+        return chosen
+    names = list(scores)
+    flat = {n: scores[n].detach().flatten().float().cpu() for n in names}
+    tb = {n: tiebreak[n].detach().flatten().float().cpu() for n in names}
+
+    def ranked(n):  # best first: score, then tiebreak, then index
+        order = torch.argsort(tb[n], descending=True, stable=True)
+        return order[torch.argsort(flat[n][order], descending=True, stable=True)].tolist()
+
+    order = {n: ranked(n) for n in names}
+    total = sum(flat[n].numel() * size[n] for n in names)
+    frac = min(floor, keep / total) if total else 0.0
+    forced = {n: set(order[n][:max(1, int(frac * flat[n].numel()))]) for n in names}
+    if sum(len(f) * size[n] for n, f in forced.items()) > keep:
+        forced = {n: {order[n][0]} for n in names}
+        if sum(size[n] for n in names) > keep:
+            return chosen  # not even one group per layer fits: verification names the collapse
+    kept = {n: set(torch.nonzero(chosen[n]).flatten().tolist()) | forced[n] for n in names}
+    used = sum(len(k) * size[n] for n, k in kept.items())
+    # drop the weakest groups that are not a floor group, weakest by score across layers
+    spare = sorted(((flat[n][g].item(), tb[n][g].item(), -i, n, g) for n in names
+                    for i, g in enumerate(order[n]) if g in kept[n] and g not in forced[n]))
+    for _, _, _, n, g in spare:
+        if used <= keep:
+            break
+        kept[n].discard(g)
+        used -= size[n]
+    out = {}
+    for n in names:
+        mask = torch.zeros(flat[n].numel(), dtype=torch.bool)
+        mask[list(kept[n])] = True
+        out[n] = mask
+    return out
+
+
+def _select_prefix(scores: dict[str, torch.Tensor], tiebreak: dict[str, torch.Tensor], size: dict[str, int],
+                   keep: int, allocation: str) -> dict[str, torch.Tensor]:
+    """Highest score first (ties: larger tiebreak, then lower index), the longest prefix within ``keep``."""
 
     def prefix(sc: torch.Tensor, tb: torch.Tensor, sz: torch.Tensor, budget: int) -> torch.Tensor:
         order = torch.argsort(tb, descending=True, stable=True)
@@ -285,7 +327,7 @@ class AutoPrune(Method):
     """AutoPrune (Xiao et al., NeurIPS 2019): gates trained by auxiliary parameters, prune-only."""
 
     Config = AutoPruneConfig
-    version = "1"
+    version = "2"
     structures = KINDS
     quantizes = False
 
@@ -314,7 +356,8 @@ class AutoPrune(Method):
                 cb = _GateTraining(gates, opt, cfg.reg_lambda, keep if cfg.stop_at_budget else None)
                 m_ids = {id(m) for m in gates.params()}
                 weights = [p for p in model.parameters() if p.requires_grad and id(p) not in m_ids]
-                trainer.fit(steps=aux_steps, params=weights, callbacks=[cb])
+                with trainer.phase("auxiliary"):
+                    trainer.fit(steps=aux_steps, params=weights, callbacks=[cb])
                 info.update(gate_trace=cb.trace, m_lr=m_lr, closed_events=cb.closed, reopened_events=cb.reopened)
             info["open_weights_before_threshold"] = gates.open_weights()
             with torch.no_grad():
@@ -323,7 +366,7 @@ class AutoPrune(Method):
         finally:
             gates.remove()  # the returned model is a plain model, whatever happened
 
-        chosen = _select(scores, rms, gates.size, keep, cfg.allocation)
+        chosen = _select(scores, rms, gates.size, keep, cfg.allocation, floor=target.layer_floor)
         masks = {}
         flips = 0
         with torch.no_grad():
@@ -335,11 +378,12 @@ class AutoPrune(Method):
         info["keep_budget"] = keep
         info["threshold_changed_weights"] = flips  # how far the exact threshold moved from h(M)
         info["aux_epochs"] = trainer.epochs_spent - start
-        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
+        info["hard_prune_metrics"] = trainer.record_hard_prune()  # after the hard threshold, before the fine-tune
         info["retrain_epochs"] = 0.0
         left = math.floor(trainer.epochs_left * spe + 1e-6)
         if cfg.retrain_share > 0 and left >= 1:
-            report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
+            with trainer.phase("retrain"):
+                report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
             info["retrain_epochs"] = report.epochs
             info["retrain_losses"] = report.epoch_losses
         return info

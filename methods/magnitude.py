@@ -37,11 +37,13 @@ def prune_and_finetune(model, target, trainer, masks: dict[str, torch.Tensor], f
     with torch.no_grad():
         for name, mask in masks.items():
             modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+    trainer.record_hard_prune()  # accuracy right after the projection, before any fine-tuning
     # the share of the steps left, rounded down to whole steps
     steps = int(trainer.steps_left * finetune_fraction) if trainer.steps_left != float("inf") else 0
     report = None
     if steps >= 1:
-        report = trainer.fit(steps=steps, callbacks=[KeepMasked(masks)])
+        with trainer.phase("finetune"):
+            report = trainer.fit(steps=steps, callbacks=[KeepMasked(masks)])
     return {"finetune_epochs": 0.0 if report is None else report.epochs,
             "finetune_losses": [] if report is None else report.epoch_losses}
 

@@ -13,8 +13,12 @@ the same during training.  Here, on the suite's dense model:
    SGD on loss + rho/2 ||W - Z + U||^2 with Z = Proj(W + U), Proj the shared
    projection for structure ``pattern`` with that library (best pattern per
    kernel, then the kernels with the most kept energy within the budget),
-   rho growing by ``rho_multiplier`` per stage;
-3. hard projection, then masked retraining.
+   rho growing by ``rho_multiplier`` between stages, the scaled dual U kept
+   consistent with it (``dual_on_rho_change``, as in :mod:`prunebench.methods.admm`:
+   ``rescale`` keeps Y = rho U, Boyd et al. 2011, doi 10.1561/2200000016,
+   sec. 3.4.1), with the residuals and a ``converged`` flag recorded;
+3. hard projection (the trainer's ``hard_prune`` checkpoint), then masked
+   retraining.  The loop is :func:`prunebench.recipes.run_admm_stages`.
 
 Non-3x3 layers (1x1 or 7x7 convs, linear layers) get connectivity pruning
 only, the shared library's rule.  With the suite structure ``kernel`` the
@@ -26,7 +30,7 @@ reordering, compact storage) gain is for the hardware models to score.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 
@@ -35,6 +39,7 @@ from prunebench.config import Between, NonNegativeFloat, PositiveFloat, Positive
 from prunebench.projections import PATTERN_LIMITS, Allocation, pattern_library_pdnn, project_masks
 from prunebench.recipes import (
     ADMMPenalty,
+    admm_convergence,
     hard_prune_and_retrain,
     run_admm_stages,
     sparse_projection,
@@ -58,6 +63,10 @@ class PatternConfig(Validated):
     stages: PositiveInt = 3
     #: ADMM iterations (Z/U updates) per stage
     iterations: PositiveInt = 2
+    #: the scaled dual U when rho grows (see ADMMConfig): rescale (Boyd et al. 2011, sec. 3.4.1), reset, keep (v1)
+    dual_on_rho_change: Literal["rescale", "reset", "keep"] = "rescale"
+    #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
+    primal_tol: PositiveFloat = 0.05
     #: budget split between ADMM regularisation and masked retraining (normalised)
     admm_share: NonNegativeFloat = 0.7
     retrain_share: NonNegativeFloat = 0.3
@@ -79,7 +88,8 @@ class PatternPruning(Method):
     """PatDNN-style pattern + connectivity pruning by ADMM on the shared projections."""
 
     Config = PatternConfig
-    version = "1"
+    # 2: U rescaled when rho changes (dual_on_rho_change), rho changed between stages only
+    version = "2"
     structures = ("pattern", "kernel")
     quantizes = False
 
@@ -104,14 +114,20 @@ class PatternPruning(Method):
         info: dict = {
             "library": [] if library is None else library.reshape(-1, 9).int().tolist(),
             "residuals": [],
+            "converged": None,
+            "convergence": None,
         }
 
         if cfg.admm_share > 0:
             penalty = ADMMPenalty(params, cfg.rho, project=projection)
             info["residuals"] = run_admm_stages(trainer, penalty, projection, epochs["admm"], stages=cfg.stages,
-                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier)
+                                                iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier,
+                                                dual=cfg.dual_on_rho_change, phase="admm")
+            info["convergence"] = admm_convergence(info["residuals"], params, tol=cfg.primal_tol)
+            info["converged"] = info["convergence"]["converged"]
 
-        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"])
+        masks, info["hard_prune_metrics"] = hard_prune_and_retrain(trainer, params, masks_of, epochs["retrain"],
+                                                                   phase="retrain")
 
         info["kernels_kept"] = {}
         info["patterns_used"] = {}

@@ -18,7 +18,8 @@ Phases (budget split by ``sparsify_share`` / ``finetune_share``):
    (``quantize_``: survivors to +-a, a = mean |w| over them); the gradient
    taken at Q(P(W)) is applied to W unchanged, so dropped groups can return;
 2. hard projection of W onto the budget (``project_masks``);
-3. masked fine-tune, STE ternary with the mask fixed;
+3. masked fine-tune, STE ternary with the mask fixed (the projected, ternarized
+   model before it is the trainer's ``hard_prune`` checkpoint);
 4. ternarization of the survivors (``quantize_`` with scheme ternary).
 
 Our reading of Weight Penalty Clipping (the exact WPC formula is unverified;
@@ -57,7 +58,14 @@ from prunebench import Callback, Method, Quantization, Structure
 from prunebench.config import NonNegativeFloat, Validated
 from prunebench.projections import Allocation, project_masks, structure_groups
 from prunebench.quant import quantize_
-from prunebench.recipes import fit_within_budget, hard_project_, short_metrics, split_budget, target_weights
+from prunebench.recipes import (
+    fit_within_budget,
+    hard_project_,
+    in_phase,
+    record_hard_prune,
+    split_budget,
+    target_weights,
+)
 
 __all__ = [
     "PETernary",
@@ -266,11 +274,13 @@ class _TernarySTE(Callback):
         self.trace.append(row)
 
 
-def _ste_fit(trainer, epochs: float, ste: _TernarySTE) -> None:
-    """``fit_within_budget`` with the parameters ternary inside and latent outside the call."""
+def _ste_fit(trainer, epochs: float, ste: _TernarySTE, phase: str) -> None:
+    """``fit_within_budget`` with the parameters ternary inside and latent outside the call,
+    its steps counted as ``trainer.phase(phase)``."""
     ste.begin()
     try:
-        fit_within_budget(trainer, epochs, callbacks=[ste])
+        with in_phase(trainer, phase):
+            fit_within_budget(trainer, epochs, callbacks=[ste])
     finally:
         ste.end()
 
@@ -302,16 +312,19 @@ class PETernary(Method):
         if cfg.sparsify_share > 0:
             ste = _TernarySTE(params, target.structure, keep, cfg.allocation,
                               group_lasso=cfg.group_lasso, wpc=cfg.wpc)
-            _ste_fit(trainer, epochs["sparsify"], ste)
+            _ste_fit(trainer, epochs["sparsify"], ste, "sparsify")
             info["sparsify"] = ste.trace
 
-        masks = hard_project_(params, lambda w: project_masks(w, target.structure, keep, allocation=cfg.allocation))
+        masks = hard_project_(params, lambda w: project_masks(w, target.structure, keep, allocation=cfg.allocation,
+                                                              floor=target.layer_floor))
         ste = _TernarySTE(params, target.structure, keep, cfg.allocation, masks=masks)
-        ste.begin()  # the projected, ternarized model before fine-tuning
-        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
-        ste.end()
+        ste.begin()  # the projected, ternarized model before fine-tuning: the trainer's hard_prune checkpoint
+        try:
+            info["hard_prune_metrics"] = record_hard_prune(trainer)
+        finally:
+            ste.end()
         if cfg.finetune_share > 0:
-            _ste_fit(trainer, epochs["finetune"], ste)
+            _ste_fit(trainer, epochs["finetune"], ste, "finetune")
             info["finetune"] = ste.trace
 
         info["scales"] = {}

@@ -46,11 +46,17 @@ it advances.  The first accepted update uses s0 (there is no previous
 subgradient); the stepsize is also kept when either norm is 0.
 
 Budget: the budget's whole steps are split into the masked retrain
-(floor(steps * ``retrain_share``)) and the SLR share; the SLR share is cut
-into ``iterations`` chunks of whole steps, or, by default, into
-floor(share / ``period_epochs``) chunks (``period_epochs`` defaults to 1
-epoch, the authors' once-per-epoch update): at least one chunk, at least
-one step per chunk.  So the method never spends more than the budget.
+(floor(steps * ``retrain_share``)) and the SLR share.  The SLR share is cut
+into ``iterations`` chunks of whole steps (default
+:data:`DEFAULT_ITERATIONS`), so the configured number of multiplier
+iterations happens inside any budget, each ``SLR steps / iterations`` long
+(version 1 used one-epoch periods, which at the suites' 1-epoch budgets was
+one iteration: the multiplier and stepsize rules never acted).  With
+``period_epochs`` set instead, the share is cut into floor(share /
+period) chunks.  A budget too small for that (fewer SLR steps than
+iterations, a period longer than the share or shorter than one step, or no
+retrain step while ``retrain_share`` > 0) is a ValueError before any
+training, naming the steps the budget has and needs.
 
 After the SLR iterations: hard pruning W = Proj(W), evaluated with no
 retraining (``hard_prune_metrics``: SLR's retrain-free claim), then an
@@ -81,7 +87,12 @@ from prunebench.config import ConfigError, Ge, Gt, Lt, PositiveFloat, PositiveIn
 from prunebench.projections import PATTERNS_SLR_5OF9, Allocation, project_masks
 from prunebench.recipes import hard_project_, short_metrics, target_weights
 
-__all__ = ["SLR", "SLRConfig", "slr_alpha"]
+__all__ = ["DEFAULT_ITERATIONS", "SLR", "SLRConfig", "slr_alpha", "slr_schedule"]
+
+#: SLR iterations when neither ``iterations`` nor ``period_epochs`` is set.  The authors update
+#: once per epoch over ~100 epochs; 5 lets the stepsize rule act several times inside a short
+#: budget and still fits the smallest suite budgets (the SNN smoke runs have 7 SLR steps).
+DEFAULT_ITERATIONS = 5
 
 
 @dataclass(frozen=True)
@@ -92,9 +103,10 @@ class SLRConfig(Validated):
     s0: PositiveFloat = 0.01
     M: Annotated[float, Gt(1)] = 300.0
     r: Annotated[float, Gt(0), Lt(1)] = 0.1
-    #: epochs per SLR iteration; None with iterations None means 1 (the authors' once per epoch)
+    #: epochs per SLR iteration (fixed-length periods); exclusive with iterations
     period_epochs: PositiveFloat | None = None
-    #: number of SLR iterations (the SLR share is split evenly); exclusive with period_epochs
+    #: number of SLR iterations, the SLR share split evenly over them; None with period_epochs None
+    #: means DEFAULT_ITERATIONS
     iterations: PositiveInt | None = None
     #: fraction of the budget for masked retraining after hard pruning (0 disables it)
     retrain_share: Annotated[float, Ge(0), Lt(1)] = 0.2
@@ -110,6 +122,48 @@ class SLRConfig(Validated):
             raise ConfigError(
                 "iterations", f"expected null when period_epochs is set ({self.period_epochs!r}), got {self.iterations!r}"
             )
+
+
+def slr_schedule(total_steps: int, *, retrain_share: float, iterations: int | None = None,
+                 period_epochs: float | None = None, steps_per_epoch: int = 1) -> dict:
+    """How SLR spends ``total_steps``: retrain steps, SLR steps and the SLR
+    chunk boundaries (``bounds[i]`` to ``bounds[i + 1]`` is iteration i).
+
+    ``iterations`` (default :data:`DEFAULT_ITERATIONS` when ``period_epochs``
+    is None too) chunks of the SLR share, or floor(share / period) chunks of
+    ``period_epochs``.  Raises ValueError, naming the budget in steps and what
+    is needed, when the budget cannot hold every iteration with at least one
+    step, or holds no retrain step while ``retrain_share`` > 0.
+    """
+    retrain_steps = math.floor(total_steps * retrain_share + 1e-6)
+    slr_steps = total_steps - retrain_steps
+    budget = f"the budget has {total_steps} optimizer steps ({total_steps / steps_per_epoch:g} epochs at " \
+             f"{steps_per_epoch} steps per epoch)"
+    if period_epochs is not None:
+        period = period_epochs * steps_per_epoch
+        if period < 1:
+            raise ValueError(f"slr: period_epochs={period_epochs:g} is {period:.3g} steps at {steps_per_epoch} "
+                             "steps per epoch; a period needs at least 1 step")
+        n_iter = math.floor(slr_steps / period + 1e-9)
+        if n_iter < 1:
+            raise ValueError(f"slr: {budget}, of which {slr_steps} for SLR; one period of period_epochs="
+                             f"{period_epochs:g} needs {math.ceil(period - 1e-9)} SLR steps")
+    else:
+        n_iter = iterations if iterations is not None else DEFAULT_ITERATIONS
+    need_retrain = 1 if retrain_share > 0 else 0
+    if slr_steps < n_iter or retrain_steps < need_retrain:
+        # the smallest budget whose split gives n_iter SLR steps and the retrain step
+        need = n_iter + need_retrain
+        while need - math.floor(need * retrain_share + 1e-6) < n_iter or \
+                math.floor(need * retrain_share + 1e-6) < need_retrain:
+            need += 1
+        retrain = f", plus at least 1 masked-retrain step for retrain_share={retrain_share:g}" if need_retrain else ""
+        raise ValueError(
+            f"slr: {budget}; {n_iter} SLR iterations of at least 1 step each{retrain} need at least {need} "
+            f"steps: raise the budget, or lower iterations" + (" or retrain_share" if need_retrain else "")
+        )
+    bounds = [i * slr_steps // n_iter for i in range(n_iter + 1)]
+    return {"iterations": n_iter, "slr_steps": slr_steps, "retrain_steps": retrain_steps, "bounds": bounds}
 
 
 def slr_alpha(k: int, M: float, r: float) -> float:
@@ -203,7 +257,8 @@ class SLR(Method):
     """SLR pruning (arXiv 2012.10079): any structure of the projection library, prune-only."""
 
     Config = SLRConfig
-    version = "1"
+    # 2: iterations (default DEFAULT_ITERATIONS) scaled into the budget; too small a budget is an error
+    version = "2"
     structures = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
     quantizes = False
 
@@ -245,17 +300,11 @@ class SLR(Method):
                 info["epochs_to_target"] = trainer.epochs_spent - start
                 info["epochs_to_target_phase"] = phase
 
-        # split into whole steps so the chunks add up to the SLR share exactly
-        total_steps = math.floor(trainer.epochs_left * spe + 1e-6)
-        retrain_steps = math.floor(total_steps * cfg.retrain_share + 1e-6)
-        slr_steps = total_steps - retrain_steps
-        if cfg.iterations is not None:
-            n_iter = cfg.iterations
-        else:
-            period = cfg.period_epochs if cfg.period_epochs is not None else 1.0
-            n_iter = max(1, math.floor(slr_steps / (period * spe) + 1e-9))
-        n_iter = min(n_iter, slr_steps)  # at least one step per iteration
-        bounds = [i * slr_steps // n_iter for i in range(n_iter + 1)] if n_iter else [0]
+        # split into whole steps so the chunks add up to the SLR share exactly; refused before any training
+        plan = slr_schedule(math.floor(trainer.epochs_left * spe + 1e-6), retrain_share=cfg.retrain_share,
+                            iterations=cfg.iterations, period_epochs=cfg.period_epochs, steps_per_epoch=spe)
+        n_iter, bounds = plan["iterations"], plan["bounds"]
+        info["schedule"] = {k: plan[k] for k in ("iterations", "slr_steps", "retrain_steps")}
 
         state = _SLRState(params, cfg.rho, cfg.s0, cfg.M, cfg.r)
         state.z = proj({n: p.detach() for n, p in params.items()})
@@ -264,7 +313,8 @@ class SLR(Method):
         for it in range(n_iter):
             steps = bounds[it + 1] - bounds[it]
             state.epoch_penalty.clear()
-            report = trainer.fit(steps=steps, penalty=state, callbacks=[state])
+            with trainer.phase("slr"):
+                report = trainer.fit(steps=steps, penalty=state, callbacks=[state])
             f = report.epoch_losses[-1] - state.epoch_penalty[-1]
             w = {n: p.detach().clone() for n, p in params.items()}
             record = state.iterate(w, f, w_prev, f_prev, proj)
@@ -274,12 +324,13 @@ class SLR(Method):
 
         masks = hard_project_(params, masks_of)
         info["slr_epochs"] = trainer.epochs_spent - start
-        info["hard_prune_metrics"] = short_metrics(trainer.evaluate())
+        info["hard_prune_metrics"] = trainer.record_hard_prune()
         info["retrain_epochs"] = 0.0
         if cfg.retrain_share > 0:
             left = math.floor(trainer.epochs_left * spe + 1e-6)
             if left >= 1:
-                report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
+                with trainer.phase("retrain"):
+                    report = trainer.fit(steps=left, callbacks=[KeepMasked(masks)])
                 info["retrain_epochs"] = report.epochs
                 info["retrain_losses"] = report.epoch_losses
                 info["retrained_metrics"] = short_metrics(trainer.evaluate())

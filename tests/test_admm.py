@@ -71,3 +71,36 @@ def test_memristor_preset_blocks_levels_and_mismatch(synthetic_task, dense):
     verify(model, Target(layers=target.layers, structure=target.structure, rate=4.0, quantization=levels))
     assert info["mismatch_sigma"] == 0.2 and "top1" in info["metrics_with_mismatch"]
     assert MemristorADMM.structures == ("block",)
+
+
+def test_rescaled_dual_lets_the_primal_residual_fall_across_stages(synthetic_task, dense):
+    """rho 0.1 -> 1 -> 10 on the trained model at 16x.  Version 1 kept U when rho grew, so the
+    multiplier Y = rho U jumped x10 and W was pulled off Z: 7.03 -> 18.36 at the second change.
+    Rescaled (the default), the stage ends fall: 8.3, 6.0, 2.1."""
+    runs = {}
+    for rule in ("rescale", "keep"):
+        cfg = ADMMConfig(quantize=False, rho=0.1, rho_multiplier=10.0, stages=3, iterations=2, dual_on_rho_change=rule)
+        _, _, _, info = _run(synthetic_task, dense, "unstructured", rate=16.0, epochs=24.0, config=cfg)
+        runs[rule] = [[r["primal_residual"] for r in info["residuals"] if r["stage"] == s] for s in range(3)]
+        assert all(r["dual_residual"] >= 0 for r in info["residuals"])
+    ends = [s[-1] for s in runs["rescale"]]
+    assert ends[1] < ends[0] and ends[2] < 0.5 * ends[0], runs
+    assert any(nxt[0] > 2 * prev[-1] for prev, nxt in zip(runs["keep"], runs["keep"][1:])), runs
+
+
+def test_convergence_and_budget_per_phase_are_recorded(synthetic_task, dense):
+    _, _, trainer, info = _run(synthetic_task, dense, "unstructured", epochs=4.0)
+    conv = info["convergence"]
+    assert info["converged"] is conv["converged"]
+    assert {"primal_final", "primal_relative", "tol", "last_stage_primal", "reasons"} <= set(conv)
+    assert conv["primal_final"] == info["residuals"][-1]["primal_residual"]
+    # 16 steps: nothing settles, and the record says why
+    assert conv["converged"] is False and conv["reasons"]
+    assert info["quant_convergence"] is not None
+    # shares 0.5 / 0.2 / 0.3 of 16 steps: the ADMM phase's 8 whole steps shared over its 6
+    # periods (1 or 2 each), retrain 3.2 -> 3, quant ADMM 2, mapping 2 x 1.2 -> 2 (1 step unspent)
+    assert trainer.phases == {"admm": 8, "retrain": 3, "quant_admm": 2, "mapping": 2}
+    assert sum(trainer.phases.values()) == trainer.steps_taken == 15
+    assert trainer.checkpoints["hard_prune"] == info["hard_prune_metrics"] and "top1" in info["hard_prune_metrics"]
+    with pytest.raises(ValueError, match="halve"):
+        ADMMConfig(dual_on_rho_change="halve")

@@ -11,6 +11,7 @@ from prunebench.projections import project_masks
 from prunebench.recipes import (
     ADMMPenalty,
     Freeze,
+    admm_convergence,
     fit_within_budget,
     hard_prune_and_retrain,
     hard_project_,
@@ -165,10 +166,141 @@ def test_stage_schedule_splits_epochs_and_grows_rho():
                               callbacks=[cb])
     assert [(r["stage"], r["iteration"]) for r in records] == [(s, i) for s in range(3) for i in range(2)]
     assert [r["rho"] for r in records] == pytest.approx([0.01, 0.01, 0.1, 0.1, 1.0, 1.0])
-    assert penalty.rho == pytest.approx(10.0)
+    assert penalty.rho == pytest.approx(1.0)  # changed between stages only
     assert [c[0] for c in trainer.calls] == [1.0] * 6
     assert all(c[1]["penalty"] is penalty and list(c[1]["callbacks"]) == [cb] for c in trainer.calls)
-    assert all({"primal_residual", "dual_residual"} <= set(r) for r in records)
+    assert all({"primal_residual", "dual_residual", "primal_relative"} <= set(r) for r in records)
+
+
+# ---------------------------------------------------------------- the dual when rho changes
+
+
+def test_rescale_keeps_the_unscaled_multiplier_across_a_rho_change():
+    _, params = _params()
+    project = sparse_projection(_unstructured(12))
+    penalty = ADMMPenalty(params, rho=0.1, project=project)
+    for n, p in params.items():
+        penalty.u[n] = torch.randn_like(p)
+    y_before = {n: y.clone() for n, y in penalty.multiplier().items()}
+    penalty.set_rho(1.0)  # rescale is the default
+    assert penalty.rho == 1.0
+    for n in params:
+        torch.testing.assert_close(penalty.multiplier()[n], y_before[n])
+        torch.testing.assert_close(penalty.u[n], y_before[n] / 1.0)
+    # at W = Z the penalty's gradient is the multiplier Y: the same before and after the change
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(penalty.z[n])
+    penalty(None).backward()
+    for n, p in params.items():
+        torch.testing.assert_close(p.grad, y_before[n])
+
+
+def test_keep_and_reset_rules():
+    _, params = _params()
+    project = sparse_projection(_unstructured(12))
+    penalty = ADMMPenalty(params, rho=0.1, project=project)
+    for n, p in params.items():
+        penalty.u[n] = torch.randn_like(p)
+    u = {n: v.clone() for n, v in penalty.u.items()}
+    penalty.set_rho(1.0, "keep")  # version 1: Y jumps by rho'/rho
+    for n in params:
+        torch.testing.assert_close(penalty.u[n], u[n])
+        torch.testing.assert_close(penalty.multiplier()[n], 10 * 0.1 * u[n])
+    with torch.no_grad():
+        params["fc1"].add_(1.0)
+    penalty.set_rho(10.0, "reset", project)
+    assert all(not v.any() for v in penalty.u.values())
+    expected = project({n: p.detach() for n, p in params.items()})
+    for n in params:
+        torch.testing.assert_close(penalty.z[n], expected[n])
+    with pytest.raises(ValueError, match="needs the projection"):
+        penalty.set_rho(1.0, "reset")
+    with pytest.raises(ValueError, match="dual must be one of rescale, reset, keep, got 'halve'"):
+        penalty.set_rho(1.0, "halve")
+    with pytest.raises(ValueError, match="rho must be a finite number > 0, got -1"):
+        penalty.set_rho(-1)
+
+
+class _GradientDescent:
+    """Exact-enough W-steps for a least-squares toy: plain gradient descent on f(W) + penalty."""
+
+    class task:
+        @staticmethod
+        def steps_per_epoch():
+            return 1
+
+    def __init__(self, w, f, lr):
+        self.w, self.f, self.lr = w, f, lr
+        self.steps_left = 10**9
+
+    def steps_for(self, epochs, rounding="exact"):
+        return int(epochs + 1e-9)
+
+    def fit(self, epochs=None, *, steps, penalty, callbacks=()):
+        for _ in range(steps):
+            self.w.grad = None
+            (self.f(self.w) + penalty(None)).backward()
+            with torch.no_grad():
+                self.w -= self.lr * self.w.grad
+        self.steps_left -= steps
+
+
+def _box_least_squares(dual):
+    """min 1/2 ||A w - b||^2 s.t. |w| <= 0.5 (convex, so ADMM converges at any fixed rho), by
+    3 stages x 4 ADMM iterations with rho 0.1 -> 1 -> 10."""
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 20, generator=g, dtype=torch.float64) / math.sqrt(30)
+    b = a @ torch.randn(20, generator=g, dtype=torch.float64)
+    w = nn.Parameter(torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1).clone())
+
+    def project(ws):
+        return {n: v.clamp(-0.5, 0.5) for n, v in ws.items()}
+
+    penalty = ADMMPenalty({"w": w}, 0.1, project=project)
+    trainer = _GradientDescent(w, lambda v: 0.5 * ((a @ v - b) ** 2).sum(), lr=0.05)
+    records = run_admm_stages(trainer, penalty, project, 3 * 4 * 200, stages=3, iterations=4,
+                              rho_multiplier=10.0, dual=dual)
+    return [[r["primal_residual"] for r in records if r["stage"] == s] for s in range(3)], records, {"w": w}
+
+
+def test_primal_residual_falls_across_stages_with_the_rescaled_dual():
+    # rescale: 0.96 at the end of stage 0, 0.47 right after rho x10, 0.048, then 0.0057 ... 0.0005
+    stages, records, params = _box_least_squares("rescale")
+    for prev, nxt in zip(stages, stages[1:]):
+        assert nxt[0] < prev[-1], stages  # no jump when rho changes
+        assert nxt[-1] < 0.2 * prev[-1], stages
+    conv = admm_convergence(records, params, tol=0.01)
+    assert conv["converged"] and conv["primal_relative"] < 1e-3, conv
+
+
+def test_primal_residual_jumps_at_every_rho_change_when_u_is_kept():
+    # keep (version 1): 0.96 -> 2.01 when rho x10, 0.25 -> 1.16 at the next change
+    stages, records, params = _box_least_squares("keep")
+    for prev, nxt in zip(stages, stages[1:]):
+        assert nxt[0] > 1.5 * prev[-1], stages
+    # reset (the authors' stages) restarts from Proj(W): it falls too, slower than rescale
+    reset, _, _ = _box_least_squares("reset")
+    assert reset[1][-1] < 0.2 * reset[0][-1] and reset[2][-1] < reset[1][-1], reset
+
+
+def test_convergence_flags_a_large_or_rising_primal_residual():
+    _, params = _params()
+    norm = sum(float((p.detach() ** 2).sum()) for p in params.values()) ** 0.5
+    recs = [{"stage": 0, "iteration": 0, "primal_residual": 0.2 * norm, "dual_residual": 1.0},
+            {"stage": 1, "iteration": 0, "primal_residual": 0.01 * norm, "dual_residual": 0.5},
+            {"stage": 1, "iteration": 1, "primal_residual": 0.02 * norm, "dual_residual": 0.1}]
+    conv = admm_convergence(recs, params, tol=0.05)
+    assert conv["converged"] is False and conv["primal_relative"] == pytest.approx(0.02)
+    assert conv["last_stage_primal"] == pytest.approx([0.01 * norm, 0.02 * norm])
+    assert conv["reasons"] == [f"primal residual rose over the last stage: {0.01 * norm:.4g} -> {0.02 * norm:.4g}"]
+    recs[-1]["primal_residual"] = 0.005 * norm
+    assert admm_convergence(recs, params, tol=0.05)["converged"] is True
+    conv = admm_convergence(recs, params, tol=0.001)
+    assert conv["converged"] is False and "above tol 0.001" in conv["reasons"][0]
+    assert admm_convergence([], params) is None
 
 
 # ---------------------------------------------------------------- hard projection, retraining, mapping

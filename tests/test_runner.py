@@ -176,3 +176,11 @@ def test_records_count_the_whole_model_and_credit_dependent_removals(suite, tmp_
     assert whole["effective_nonzero_weights"] == whole["nonzero_weights"] - whole["weights_removed_by_dependency"]
     # storage scores the whole, effective model
     assert rec.hardware["storage"]["weights"] == whole["total_weights"]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "admm"])
+def test_every_record_has_hard_prune_accuracy_and_budget_per_phase(suite, method):
+    rec = run_point(suite, RunPoint("equal_compression", method, "unstructured", 8.0, 0),
+                    RunContext(progress=False)).record
+    assert sum(rec.phases.values()) == rec.steps_spent > 0
+    assert "top1" in rec.checkpoints["hard_prune"]

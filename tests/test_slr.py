@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunebench import Quantization, Structure, Target, Trainer
-from prunebench.methods.slr import SLR, SLRConfig, _SLRState, slr_alpha
+from prunebench.methods.slr import DEFAULT_ITERATIONS, SLR, SLRConfig, _SLRState, slr_alpha, slr_schedule
 from prunebench.projections import project
 from prunebench.quant import quantize_
 from prunebench.verify import verify
@@ -175,3 +175,65 @@ def test_unlimited_budget_is_refused(synthetic_task, dense):
     model = synthetic_task.build_model()
     with pytest.raises(ValueError, match="finite epoch budget"):
         SLR().compress(model, Target(layers=LAYERS, rate=4.0), Trainer(synthetic_task, model, progress=False))
+
+
+# ---------------------------------------------------------------- iterations scaled into the budget
+
+
+def test_configured_iterations_are_scaled_into_the_budget():
+    # the suites' case: a 1-epoch budget of 469 steps; version 1 cut it into 1-epoch periods: 1 iteration
+    plan = slr_schedule(469, retrain_share=0.2, steps_per_epoch=469)
+    assert plan["iterations"] == DEFAULT_ITERATIONS == 5 and plan["retrain_steps"] == 93
+    chunks = [b - a for a, b in zip(plan["bounds"], plan["bounds"][1:])]
+    assert sum(chunks) == plan["slr_steps"] == 376 and set(chunks) <= {75, 76}
+    plan = slr_schedule(469, retrain_share=0.0, iterations=40, steps_per_epoch=469)
+    assert plan["iterations"] == 40 and plan["retrain_steps"] == 0 and plan["bounds"][-1] == 469
+    # fixed periods are still possible: 0.25-epoch periods of a 376-step share
+    assert slr_schedule(469, retrain_share=0.2, period_epochs=0.25, steps_per_epoch=469)["iterations"] == 3
+
+
+def test_default_run_takes_the_default_iterations_and_records_its_phases(synthetic_task, dense):
+    _, _, trainer, info = _run(synthetic_task, dense, config=SLRConfig())  # 8 steps: 1 retrain, 7 SLR
+    assert len(info["iterations"]) == DEFAULT_ITERATIONS
+    assert info["schedule"] == {"iterations": 5, "slr_steps": 7, "retrain_steps": 1}
+    assert trainer.phases == {"slr": 7, "retrain": 1}
+    assert trainer.checkpoints["hard_prune"] == info["hard_prune_metrics"]
+    # more than one iteration: the stepsize rule acted (k advanced past the first update)
+    assert info["final_k"] > 2
+
+
+@pytest.mark.parametrize("config, message", [
+    (SLRConfig(iterations=8), "slr: the budget has 8 optimizer steps (2 epochs at 4 steps per epoch); 8 SLR "
+     "iterations of at least 1 step each, plus at least 1 masked-retrain step for retrain_share=0.2 need at "
+     "least 9 steps: raise the budget, or lower iterations or retrain_share"),
+    (SLRConfig(iterations=9, retrain_share=0.0), "slr: the budget has 8 optimizer steps (2 epochs at 4 steps "
+     "per epoch); 9 SLR iterations of at least 1 step each need at least 9 steps: raise the budget, or lower "
+     "iterations"),
+    (SLRConfig(period_epochs=3.0), "slr: the budget has 8 optimizer steps (2 epochs at 4 steps per epoch), of "
+     "which 7 for SLR; one period of period_epochs=3 needs 12 SLR steps"),
+    (SLRConfig(period_epochs=0.1), "slr: period_epochs=0.1 is 0.4 steps at 4 steps per epoch; a period needs "
+     "at least 1 step"),
+])
+def test_too_small_a_budget_is_refused_before_training(synthetic_task, dense, config, message):
+    # 9 steps would do for the first: floor(9 x 0.2) = 1 retrain step leaves 8 SLR steps
+    from prunebench import OptimizerConfig
+
+    torch.manual_seed(0)
+    model = synthetic_task.build_model()
+    model.load_state_dict(dense)
+    trainer = Trainer(synthetic_task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=BUDGET,
+                      progress=False)
+    with pytest.raises(ValueError) as err:
+        SLR(config).compress(model, Target(layers=LAYERS, rate=4.0), trainer)
+    assert str(err.value) == message
+    assert trainer.steps_taken == 0 and trainer.phases == {}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, dense[k]), k  # nothing trained, nothing pruned
+
+
+def test_a_budget_with_no_retrain_step_is_refused_unless_retrain_is_off():
+    # 4 steps, retrain_share 0.2: floor(0.8) = 0 retrain steps
+    with pytest.raises(ValueError, match="plus at least 1 masked-retrain step for retrain_share=0.2 need at least 5 steps"):
+        slr_schedule(4, retrain_share=0.2, iterations=2, steps_per_epoch=16)
+    plan = slr_schedule(4, retrain_share=0.0, iterations=2, steps_per_epoch=16)
+    assert plan["bounds"] == [0, 2, 4]
