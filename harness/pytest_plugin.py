@@ -55,11 +55,11 @@ def pytest_addoption(parser):
                     help="points running at once under --executor submitit (default: cores / --threads), "
                          "or the Slurm array's parallelism (default: 32)")
     group.addoption("--slurm-partition", dest="pb_partition", default=None, help="Slurm partition")
-    group.addoption("--slurm-time-min", dest="pb_time_min", default=60, type=int, metavar="MIN",
+    group.addoption("--slurm-time-min", dest="pb_time_min", default=None, type=int, metavar="MIN",
                     help="time limit per point in minutes (default: 60); a job past it is requeued")
     group.addoption("--cpus-per-point", dest="pb_cpus", default=None, type=int, metavar="N",
                     help="CPUs per Slurm job (default: --threads)")
-    group.addoption("--gpus-per-point", dest="pb_gpus", default=0, type=int, metavar="N",
+    group.addoption("--gpus-per-point", dest="pb_gpus", default=None, type=int, metavar="N",
                     help="GPUs per Slurm job (default: 0; use 1 with --device cuda: one GPU per worker)")
     group.addoption("--isolation", dest="pb_isolation", default="auto", choices=("auto", "process", "off"),
                     help="where a method runs: auto (default: third-party methods in their own process, "
@@ -274,17 +274,45 @@ def pytest_collection_finish(session):
     _check_results_writable(config.getoption("pb_results"))
     if name == "local":
         return
-    from .executors import PointJob, make_executor
+    from .executors import make_executor
 
     results = Path(config.getoption("pb_results"))
     threads = config.getoption("pb_threads")
-    workers = config.getoption("pb_workers")
-    resources = {"time_min": config.getoption("pb_time_min"), "cpus_per_point": config.getoption("pb_cpus") or threads,
-                 "gpus_per_point": config.getoption("pb_gpus"),
-                 "array_parallelism": workers or (max(1, (os.cpu_count() or 1) // threads) if name == "submitit" else 32)}
-    if config.getoption("pb_partition"):
-        resources["partition"] = config.getoption("pb_partition")
-    executor = make_executor(name, results.parent / "jobs" if results.parent != Path("") else Path("jobs"), **resources)
+    folder = results.parent / "jobs" if results.parent != Path("") else Path("jobs")
+    # one executor per distinct set of resources: a suite's resources: block, with the
+    # command line's options winning where given
+    groups: dict[tuple, list] = {}
+    for item in items:
+        key = tuple(sorted(job_resources(config, name, item.suite.resources, threads).items()))
+        groups.setdefault(key, []).append(item)
+    for key, group in groups.items():
+        executor = make_executor(name, folder, **dict(key))
+        _submit(config, executor, group, results, threads)
+
+
+def job_resources(config, executor: str, suite_resources, threads: int) -> dict:
+    """Resources of one point's job: command-line option, else the suite's
+    ``resources:``, else the default (60 min, CPUs = --threads, no GPU)."""
+    def pick(option: str, field: str, default):
+        given = config.getoption(option)
+        if given is not None:
+            return given
+        from_suite = getattr(suite_resources, field, None) if suite_resources is not None else None
+        return from_suite if from_suite is not None else default
+
+    parallel_default = max(1, (os.cpu_count() or 1) // threads) if executor == "submitit" else 32
+    out = {"time_min": pick("pb_time_min", "time_min", 60), "cpus_per_point": pick("pb_cpus", "cpus_per_point", threads),
+           "gpus_per_point": pick("pb_gpus", "gpus_per_point", 0),
+           "array_parallelism": pick("pb_workers", "array_parallelism", parallel_default)}
+    partition = pick("pb_partition", "partition", None)
+    if partition:
+        out["partition"] = partition
+    return out
+
+
+def _submit(config, executor, items, results: Path, threads: int) -> None:
+    from .executors import PointJob
+
     jobs = [PointJob(suite_path=str(Path(i.suite.path).resolve()), smoke=i.suite.smoke_mode, protocol=i.point.protocol,
                      method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
                      budget=i.point.budget,
@@ -294,7 +322,7 @@ def pytest_collection_finish(session):
                      isolation=config.getoption("pb_isolation"))
             for i in items]
     handles = executor.submit(jobs)
-    config.stash[_HANDLES] = handles
+    config.stash[_HANDLES] = config.stash.get(_HANDLES, []) + list(handles)
     for item, handle in zip(items, handles):
         item.handle = handle
 

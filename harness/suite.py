@@ -99,6 +99,19 @@ class ConvergeSpec(Validated):
 
 
 @dataclass(frozen=True)
+class ResourcesSpec(Validated):
+    """What one point's job asks a cluster for under --executor slurm / submitit
+    (command-line options win where given)."""
+
+    partition: Annotated[str, MinLen(1)] | None = None
+    time_min: PositiveInt | None = None
+    cpus_per_point: PositiveInt | None = None
+    gpus_per_point: Annotated[int, Ge(0)] | None = None
+    #: jobs of the array running at once (submitit: processes at once)
+    array_parallelism: PositiveInt | None = None
+
+
+@dataclass(frozen=True)
 class DenseSpec:
     """How the dense baseline is made: trained with this recipe, or loaded."""
 
@@ -160,6 +173,8 @@ class Suite:
     hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"storage": {}, "compute": {}})
     #: methods run when no --method is given, with their settings
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"magnitude": {}, "random": {}})
+    #: cluster resources per point (partition, time, CPUs, GPUs, array parallelism)
+    resources: ResourcesSpec | None = None
     #: the method others are compared with on the pages, run by run (same seed, same
     #: dense model): paired differences with their CI; None: no paired column
     reference_method: str | None = None

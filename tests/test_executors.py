@@ -112,3 +112,41 @@ def test_bad_executor_input_is_refused_before_compute(pytester, monkeypatch, tmp
     assert "no sbatch on PATH" in executor_problem("slurm")
     monkeypatch.setitem(__import__("sys").modules, "submitit", None)
     assert executor_problem("submitit") == "--executor submitit needs submitit: pip install 'prunebench[cluster]'"
+
+
+def test_job_resources_come_from_options_then_the_suite_then_defaults():
+    from prunebench.pytest_plugin import job_resources
+    from prunebench.suite import ResourcesSpec
+
+    class Config:
+        def __init__(self, **given):
+            self.given = given
+
+        def getoption(self, name):
+            return self.given.get(name)
+
+    suite = ResourcesSpec(partition="gpu", time_min=120, cpus_per_point=4, gpus_per_point=1)
+    assert job_resources(Config(), "slurm", suite, threads=1) == {
+        "time_min": 120, "cpus_per_point": 4, "gpus_per_point": 1, "array_parallelism": 32, "partition": "gpu"}
+    assert job_resources(Config(pb_time_min=30, pb_partition="cpu"), "slurm", suite, threads=1)["time_min"] == 30
+    assert job_resources(Config(pb_time_min=30, pb_partition="cpu"), "slurm", suite, threads=1)["partition"] == "cpu"
+    assert job_resources(Config(), "slurm", None, threads=2) == {
+        "time_min": 60, "cpus_per_point": 2, "gpus_per_point": 0, "array_parallelism": 32}
+
+
+def test_a_suite_resources_block_is_validated(tmp_path):
+    import yaml
+
+    from prunebench.suite import SuiteError, load_suite
+
+    from conftest import REPO
+
+    data = yaml.safe_load((REPO / "suites" / "smoke" / "lenet5_synthetic.yaml").read_text())
+    data["resources"] = {"partition": "gpu", "time_min": 0}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SuiteError, match=r"resources.time_min: expected an integer >= 1"):
+        load_suite(path)
+    data["resources"]["time_min"] = 90
+    path.write_text(yaml.safe_dump(data))
+    assert load_suite(path).resources.time_min == 90
