@@ -278,8 +278,16 @@ def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ct
     job = ProbeJob(suite_path=suite.path, smoke=suite.smoke_mode, point=point, rate=rate, device=ctx.device,
                    data_root=ctx.data_root, threads=ctx.threads,
                    cache_dir=str(ctx.cache_dir) if ctx.cache_dir else None)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        out = pool.submit(_run_method_job, job).result()
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            out = pool.submit(_run_method_job, job).result()
+    except BrokenProcessPool:
+        # the method's process ended without a result (killed, os._exit, a crash in C):
+        # one line, so its own stderr just above stays in view
+        raise RuntimeError(f"{point.method} (isolated in its own process) died without a result; "
+                           f"its stderr is above") from None
     model = task.build_model()
     try:
         model.load_state_dict(out["state"], strict=True)

@@ -71,7 +71,8 @@ def test_a_job_that_dies_shows_the_tail_of_its_stderr(pytester, isolated_cache, 
     monkeypatch.setenv("PYTHONPATH", str(site))
     _suite(pytester, "dies", text=TINY.format(name="dies", expect="{}").replace("methods: [magnitude]", "methods: [crasher]"))
     res = pytester.runpytest_subprocess("suites", "--executor", "submitit", "--wandb", "off",
-                                        "--results", "res", "-p", "no:cacheprovider")
+                                        "--results", "res", "-p", "no:cacheprovider",
+                                            "--isolation", "off")  # the job itself dies, not a method process
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*job * failed; the end of its stderr:*", "*crasher-marker: giving up*"])
 

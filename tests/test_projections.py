@@ -442,6 +442,10 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.epochs_left = self.steps_left = 0
 
+    def record_hard_prune(self):
+        self.hard_pruned = True
+        return {}
+
 
 def _target(structure, rate, **kw):
     st_ = Structure.parse(structure)

@@ -184,3 +184,23 @@ def test_every_record_has_hard_prune_accuracy_and_budget_per_phase(suite, method
                     RunContext(progress=False)).record
     assert sum(rec.phases.values()) == rec.steps_spent > 0
     assert "top1" in rec.checkpoints["hard_prune"]
+
+
+CRASHER = '''
+import os
+from prunebench import Method
+
+
+class Crasher(Method):
+    structures = ("unstructured",)
+
+    def compress(self, model, target, trainer):
+        os._exit(3)
+'''
+
+
+def test_an_isolated_method_that_dies_is_one_clear_error_and_the_harness_lives(suite, fake_dists):
+    fake_dists("fakeplug-crash", {"prunebench.methods": {"crasher": "fakeplug_crash:Crasher"}},
+               module_source={"fakeplug_crash": CRASHER})
+    with pytest.raises(RuntimeError, match=r"crasher \(isolated in its own process\) died without a result"):
+        run_point(suite, RunPoint("equal_compression", "crasher", "unstructured", 8.0, 0), RunContext(progress=False))
