@@ -173,11 +173,11 @@ class _ConvergenceRule:
         pass
 
     def after_epoch(self, trainer, epoch: int, mean_loss: float) -> None:
-        if self.rule.on == "validation":
+        if self.rule.monitor == "validation":
             value = -float(self.task.evaluate(self.model, split="validation")[self.task.primary_metric])
         else:
             value = float(mean_loss)
-        self.history.append(-value if self.rule.on == "validation" else value)
+        self.history.append(-value if self.rule.monitor == "validation" else value)
         if self.best is None or self.best - value > self.rule.min_delta:
             self.best, self.waited = value, 0
         else:
@@ -191,8 +191,8 @@ def _fit_until_converged(trainer: Trainer, task: Task, model, dense) -> None:
     The optimizer's schedule runs over the cap, so stopping early leaves it
     where it was (the rule says the model no longer improves there)."""
     rule = dense.converge
-    if rule.on == "validation" and not getattr(task, "has_validation", False):
-        raise ValueError("dense.converge.on: expected a task with a validation split (task.validation_fraction > 0), "
+    if rule.monitor == "validation" and not getattr(task, "has_validation", False):
+        raise ValueError("dense.converge.monitor: expected a task with a validation split (task.validation_fraction > 0), "
                          "got 'validation'")
     watch = _ConvergenceRule(task, model, rule)
     try:

@@ -261,6 +261,7 @@ def run_admm_stages(
     callbacks: Sequence[Callback] = (),
     dual: DualRule = "rescale",
     phase: str = "admm",
+    probe: Callable[[], dict] | None = None,
 ) -> list[dict]:
     """``stages`` x ``iterations`` ADMM iterations on ``epochs`` of training; rho x ``rho_multiplier`` between stages.
 
@@ -272,7 +273,8 @@ def run_admm_stages(
     multiplier Y = rho U is kept).  ``callbacks`` go to every W-step; the
     training counts as ``trainer.phase(phase)``.  Returns one record per
     iteration: stage, iteration, the rho it ran with and the residuals
-    (see :func:`admm_convergence`).
+    (see :func:`admm_convergence`), and ``hard_prune`` metrics when ``probe`` is given
+    (:func:`hard_prune_probe`).
     """
     if dual not in DUAL_RULES:
         raise ValueError(f"dual must be one of {', '.join(DUAL_RULES)}, got {dual!r}")
@@ -294,6 +296,8 @@ def run_admm_stages(
                     trainer.fit(steps=steps, penalty=penalty, callbacks=callbacks)
                 res = penalty.update(project)
                 records.append({"stage": stage, "iteration": it, "rho": penalty.rho, **res})
+                if probe is not None:  # the hard projection's accuracy after this iteration
+                    records[-1]["hard_prune"] = probe()
     return records
 
 
@@ -357,6 +361,22 @@ def hard_project_(
     for n, p in params.items():
         p.mul_(masks[n].to(p.dtype))
     return dict(masks)
+
+
+def hard_prune_probe(trainer, params: Mapping[str, nn.Parameter], project: Projection) -> dict:
+    """Metrics of the hard projection of the current W, W itself left as it was:
+    the "hard-pruned accuracy" of an iterate (evaluation only, no budget spent)."""
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        z = project({n: p.detach() for n, p in params.items()})
+        for n, p in params.items():
+            p.copy_(z[n])
+    try:
+        return short_metrics(trainer.evaluate())
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
 
 
 def record_hard_prune(trainer) -> dict:

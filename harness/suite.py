@@ -92,8 +92,9 @@ class ConvergeSpec(Validated):
     ``min_delta`` for ``patience`` epochs in a row (``epochs`` stays the cap)."""
 
     #: ``train_loss`` (the epoch's mean training loss, lower is better) or
-    #: ``validation`` (the primary metric on the task's validation split, in points)
-    on: Literal["train_loss", "validation"] = "train_loss"
+    #: ``validation`` (the primary metric on the task's validation split, in points);
+    #: not called ``on``, which YAML 1.1 reads as the boolean true
+    monitor: Literal["train_loss", "validation"] = "train_loss"
     patience: Annotated[int, Ge(1)] = 2
     min_delta: NonNegativeFloat = 0.01
 

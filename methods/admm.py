@@ -55,6 +55,7 @@ from prunebench.recipes import (
     ADMMPenalty,
     admm_convergence,
     hard_prune_and_retrain,
+    hard_prune_probe,
     level_projection,
     progressive_mapping,
     run_admm_stages,
@@ -82,6 +83,8 @@ class ADMMConfig(Validated):
     dual_on_rho_change: Literal["rescale", "reset", "keep"] = "rescale"
     #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
     primal_tol: PositiveFloat = 0.05
+    #: evaluate the hard projection of W after every ADMM iteration (accuracy per epoch, for studies)
+    track_hard_prune: bool = False
     quant_rho: PositiveFloat = 1e-2
     quant_iterations: PositiveInt = 2
     #: fraction of still-free weights snapped to their level per mapping round
@@ -138,9 +141,10 @@ class ADMM(Method):
         if cfg.prune:
             projection = sparse_projection(masks_of)
             penalty = ADMMPenalty(params, cfg.rho, project=projection)
+            probe = (lambda: hard_prune_probe(trainer, params, projection)) if cfg.track_hard_prune else None
             info["residuals"] = run_admm_stages(trainer, penalty, projection, budget["prune"], stages=cfg.stages,
                                                 iterations=cfg.iterations, rho_multiplier=cfg.rho_multiplier,
-                                                dual=cfg.dual_on_rho_change, phase="admm")
+                                                dual=cfg.dual_on_rho_change, phase="admm", probe=probe)
             info["convergence"] = admm_convergence(info["residuals"], params, tol=cfg.primal_tol)
             info["converged"] = info["convergence"]["converged"]
         # hard projection (the standard one-shot pruner when prune is off), then masked retraining;

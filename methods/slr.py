@@ -85,7 +85,7 @@ import torch
 from prunebench import Callback, KeepMasked, Method
 from prunebench.config import ConfigError, Ge, Gt, Lt, PositiveFloat, PositiveInt, Validated
 from prunebench.projections import PATTERNS_SLR_5OF9, Allocation, project_masks
-from prunebench.recipes import hard_project_, short_metrics, target_weights
+from prunebench.recipes import hard_project_, hard_prune_probe, short_metrics, target_weights
 
 __all__ = ["DEFAULT_ITERATIONS", "SLR", "SLRConfig", "slr_alpha", "slr_schedule"]
 
@@ -110,6 +110,8 @@ class SLRConfig(Validated):
     iterations: PositiveInt | None = None
     #: fraction of the budget for masked retraining after hard pruning (0 disables it)
     retrain_share: Annotated[float, Ge(0), Lt(1)] = 0.2
+    #: evaluate the hard projection of W after every multiplier iteration (for studies)
+    track_hard_prune: bool = False
     allocation: Allocation = "global"
     #: 3x3 pattern library for the pattern structure: "slr" (13 5-of-9 masks) or "pdnn" (distilled 4-of-9)
     pattern_library: Literal["slr", "pdnn"] = "slr"
@@ -319,6 +321,8 @@ class SLR(Method):
             w = {n: p.detach().clone() for n, p in params.items()}
             record = state.iterate(w, f, w_prev, f_prev, proj)
             info["iterations"].append({"iteration": it, "epochs": trainer.epochs_spent - start, "f": f, **record})
+            if cfg.track_hard_prune:
+                info["iterations"][-1]["hard_prune"] = hard_prune_probe(trainer, params, proj)
             w_prev, f_prev = w, f
             check_target("slr")
 

@@ -21,7 +21,7 @@ def test_training_stops_when_the_loss_stops_improving(tmp_path):
     task = _task()
     # a huge min_delta: no epoch counts as an improvement after the first, so
     # patience 2 stops after epoch 3 of a 20-epoch cap
-    spec = parse(DenseSpec, {"epochs": 20, "converge": {"on": "train_loss", "patience": 2, "min_delta": 1e9}})
+    spec = parse(DenseSpec, {"epochs": 20, "converge": {"monitor": "train_loss", "patience": 2, "min_delta": 1e9}})
     dense = dense_baseline("classification", task, spec, 0, cache_dir=tmp_path, progress=False)
     assert dense.epochs_trained == 3
     again = dense_baseline("classification", task, spec, 0, cache_dir=tmp_path, progress=False)
@@ -33,8 +33,8 @@ def test_training_stops_when_the_loss_stops_improving(tmp_path):
 
 
 def test_a_loose_rule_trains_to_the_cap_and_validation_needs_a_split(tmp_path):
-    spec = parse(DenseSpec, {"epochs": 3, "converge": {"on": "validation", "patience": 50, "min_delta": 0}})
+    spec = parse(DenseSpec, {"epochs": 3, "converge": {"monitor": "validation", "patience": 50, "min_delta": 0}})
     assert dense_baseline("classification", _task(0.25), spec, 0, cache_dir=tmp_path,
                           progress=False).epochs_trained == 3
-    with pytest.raises(ValueError, match=r"dense.converge.on: expected a task with a validation split"):
+    with pytest.raises(ValueError, match=r"dense.converge.monitor: expected a task with a validation split"):
         dense_baseline("classification", _task(), spec, 0, cache_dir=tmp_path, progress=False)

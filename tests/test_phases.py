@@ -111,3 +111,30 @@ def test_pattern_records_convergence_through_the_shared_loop():
     assert info["convergence"]["last_stage_primal"] == [r["primal_residual"] for r in info["residuals"][2:]]
     with pytest.raises(ValueError, match="halve"):
         PatternConfig(dual_on_rho_change="halve")
+
+
+@pytest.mark.parametrize("method", ["admm", "slr"])
+def test_hard_pruned_accuracy_per_iteration_leaves_the_run_unchanged(synthetic_task, method):
+    """track_hard_prune evaluates the hard projection after every iteration and
+    restores W: the run's weights are the same as without it."""
+    from prunebench import Structure, Target, Trainer
+    from prunebench.config import parse
+    from prunebench.registry import methods
+
+    cls = methods.get(method)
+    settings = {"rho": 0.1, "iterations": 3}
+    if method == "admm":
+        settings.update(quantize=False, stages=1, rho_multiplier=1.0)
+    out = {}
+    for track in (False, True):
+        torch.manual_seed(0)
+        model = synthetic_task.build_model()
+        target = Target(layers=("conv1", "conv2", "fc1", "fc2"), structure=Structure.parse("unstructured"), rate=8.0)
+        trainer = Trainer(synthetic_task, model, budget_epochs=4, seed=0, progress=False)
+        info = cls(parse(cls.Config, {**settings, "track_hard_prune": track})).compress(model, target, trainer)
+        out[track] = (info, {k: v.clone() for k, v in model.state_dict().items()})
+    per_iter = out[True][0]["residuals" if method == "admm" else "iterations"]
+    assert len(per_iter) == 3 and all("top1" in r["hard_prune"] for r in per_iter)
+    assert all("hard_prune" not in r for r in out[False][0]["residuals" if method == "admm" else "iterations"])
+    for k, v in out[False][1].items():
+        assert torch.equal(v, out[True][1][k]), k
