@@ -24,13 +24,17 @@ method's zeros) and ``effective_nonzero_weights`` (after the removals above).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 from dataclasses import dataclass, field
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["EffectiveCount", "effective_model", "count_weights", "weight_layers"]
+__all__ = ["EffectiveCount", "EffectiveCounter", "counting_effective", "current_counter", "effective_model",
+           "count_weights", "weight_layers"]
 
 
 def weight_layers(model: nn.Module) -> list[str]:
@@ -167,3 +171,83 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
     _, effective = count_weights(eff, names)
     count = EffectiveCount(total, nonzero, effective, {n: len(d) for n, d in dead.items() if d}, nonzero - effective)
     return eff, count
+
+
+class EffectiveCounter:
+    """Weights left alive by proposed bool masks once the dependency rules of
+    :func:`effective_model` have run, without copying or changing a model.
+
+    Built once per model (the traced plan is cached per architecture); called
+    with masks for some of its Conv/Linear layers (by module name), the other
+    layers count as their weights' nonzero pattern at construction.  A unit
+    dies when its row is fully masked or no consumer reads it, and its
+    consumers' columns die with it, repeated until nothing changes.  The
+    group engine (:func:`prunebench.projections.project_masks`) uses it to
+    meet a structured target on this count, and verification to check it.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, *, max_rounds: int = 10):
+        self.plan = _plan(model, example_input)
+        modules = dict(model.named_modules())
+        self.names = weight_layers(model)
+        self.base = {n: (modules[n].weight.detach() != 0).cpu() for n in self.names}
+        self.max_rounds = max_rounds
+
+    def accepts(self, masks: Mapping[str, torch.Tensor]) -> bool:
+        """Whether every mask names a layer of the model and has its weight's shape."""
+        return all(n in self.base and tuple(m.shape) == tuple(self.base[n].shape) for n, m in masks.items())
+
+    def live(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every layer's mask after the dependency rules."""
+        if not self.accepts(masks):
+            raise ValueError(f"masks must name layers of the model with their weights' shapes; "
+                             f"got {({n: tuple(m.shape) for n, m in masks.items()})}")
+        live = {n: (masks[n].detach().to("cpu", torch.bool) if n in masks else self.base[n]).clone()
+                for n in self.names}
+        dead: dict[str, set[int]] = {n: set() for n in self.names}
+        for _ in range(self.max_rounds):
+            changed = False
+            for name in self.names:
+                m = live[name]
+                rows_dead = ~m.reshape(m.shape[0], -1).any(dim=1)
+                for unit, (consumers, _norms) in enumerate(self.plan[name]):
+                    if unit in dead[name] or not consumers:
+                        continue
+                    if not (bool(rows_dead[unit]) or not any(bool(live[c][:, idxs].any()) for c, idxs in consumers)):
+                        continue
+                    dead[name].add(unit)
+                    changed = True
+                    m[unit] = False
+                    for c, idxs in consumers:
+                        live[c][:, idxs] = False
+            if not changed:
+                break
+        return live
+
+    def per_layer(self, masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
+        """Live weights of each layer named in ``masks``."""
+        live = self.live(masks)
+        return {n: int(live[n].sum()) for n in masks}
+
+    def __call__(self, masks: Mapping[str, torch.Tensor]) -> int:
+        """Live weights over the layers named in ``masks``."""
+        return sum(self.per_layer(masks).values())
+
+
+_COUNTER: contextvars.ContextVar[EffectiveCounter | None] = contextvars.ContextVar("prunebench_counter", default=None)
+
+
+@contextlib.contextmanager
+def counting_effective(counter: EffectiveCounter | None) -> Iterator[None]:
+    """Within the block, :func:`prunebench.projections.project_masks` meets
+    structured budgets on ``counter``'s count (the harness sets it around
+    every method's ``compress``, so every method using the engine gets it)."""
+    token = _COUNTER.set(counter)
+    try:
+        yield
+    finally:
+        _COUNTER.reset(token)
+
+
+def current_counter() -> EffectiveCounter | None:
+    return _COUNTER.get()

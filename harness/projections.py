@@ -92,6 +92,8 @@ __all__ = [
     "Allocation",
     "ALLOCATIONS",
     "DEFAULT_LAYER_FLOOR",
+    "EFFECTIVE_KINDS",
+    "meet_on_live_count",
     "GROUPED_KINDS",
     "PATTERNS_SLR_5OF9",
     "PATTERN_LIMITS",
@@ -101,6 +103,7 @@ __all__ = [
     "keep_top",
     "magnitude_masks",
     "structured_nonzeros",
+    "structured_live_mask",
     "as_structure",
     "structure_groups",
     "project",
@@ -470,6 +473,12 @@ def _nm_mask(importance: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.reshape(*x.shape[:-1], c + pad)[..., :c].movedim(-1, 1).contiguous()
 
 
+#: structures whose budget the engine meets on the dependency-aware count when a
+#: counter is set (N:M fixes its own budget; unstructured and pattern rarely free a unit)
+EFFECTIVE_KINDS = frozenset({"filter", "channel", "column", "kernel", "block", "pe"})
+_FROM_CONTEXT = object()
+
+
 def project_masks(
     weights: Mapping[str, torch.Tensor],
     structure: Structure | str,
@@ -480,6 +489,7 @@ def project_masks(
     importance: Mapping[str, torch.Tensor] | None = None,
     scores: Mapping[str, torch.Tensor] | None = None,
     floor: float | None = DEFAULT_LAYER_FLOOR,
+    counter=_FROM_CONTEXT,
 ) -> dict[str, torch.Tensor]:
     """Bool masks keeping at most ``keep`` weights of ``weights`` in ``structure``.
 
@@ -496,6 +506,15 @@ def project_masks(
     3x3 kernels in ``weights`` (one library shared by all layers).  A mask may
     keep a group whose weights are all zero; it never keeps more than ``keep``
     weights unless no single group fits.
+
+    ``counter`` (structures in :data:`EFFECTIVE_KINDS`): a callable giving the
+    weights masks leave alive once dependent units are removed
+    (:class:`prunebench.dependency.EffectiveCounter`); the budget is then met
+    on that count: the same ranking, with the largest nominal budget whose
+    live count is at most ``keep`` (bisection; more groups kept never means
+    fewer live).  By default the counter the harness set around the method
+    (:func:`prunebench.dependency.counting_effective`), if any; None: the
+    nominal count.
     """
     st = as_structure(structure)
     _check_allocation(allocation)
@@ -559,12 +578,46 @@ def project_masks(
     else:
         keys = [energy[k].cpu() / s.double() for k, s in zip(names, sizes)]
 
-    chosen = _select(keys, sizes, [weights[k].numel() for k in names], keep, allocation, floor)
-    out = {}
-    for k, c in zip(names, chosen):
-        mask = c.to(ids[k].device)[ids[k]]
-        out[k] = mask & inner[k] if k in inner else mask
-    return out
+    numels = [weights[k].numel() for k in names]
+
+    def masks_at(budget: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, c in zip(names, _select(keys, sizes, numels, budget, allocation, floor)):
+            mask = c.to(ids[k].device)[ids[k]]
+            out[k] = mask & inner[k] if k in inner else mask
+        return out
+
+    return meet_on_live_count(masks_at, keep, sum(numels), st, counter=counter)
+
+
+def meet_on_live_count(masks_at: Callable[[int], dict], keep: int, total: int, structure: Structure | str,
+                       *, counter=_FROM_CONTEXT) -> dict:
+    """``masks_at(budget)`` (bool masks keeping at most ``budget`` weights) at the
+    largest budget whose masks leave at most ``keep`` weights alive by
+    ``counter`` (see :func:`project_masks`); ``masks_at(keep)`` without a
+    counter or for structures outside :data:`EFFECTIVE_KINDS`.  A method with
+    its own selection calls this so its structured budget is counted as
+    every other method's is."""
+    if counter is _FROM_CONTEXT:
+        from .dependency import current_counter
+
+        counter = current_counter()
+    if counter is None or as_structure(structure).kind not in EFFECTIVE_KINDS or keep >= total:
+        return masks_at(keep)
+    best = masks_at(keep)
+    accepts = getattr(counter, "accepts", None)
+    if accepts is not None and not accepts(best):
+        return best  # masks for something other than the model's layers: nominal count
+    # live <= nominal, so `keep` itself fits: bisect for the largest nominal budget that still does
+    lo, hi = keep, total
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        trial = masks_at(mid)
+        if counter(trial) <= keep:
+            lo, best = mid, trial
+        else:
+            hi = mid
+    return best
 
 
 def project(
@@ -608,6 +661,18 @@ def structured_nonzeros(weight: torch.Tensor, kind: Structure | str) -> int:
         0, gid, (weight.detach().reshape(-1) != 0).long()
     ) > 0
     return int(torch.bincount(gid, minlength=ng)[alive].sum())
+
+
+def structured_live_mask(weight: torch.Tensor, kind: Structure | str) -> torch.Tensor:
+    """Bool mask of the weights in groups of ``kind`` that hold a nonzero (what a
+    structured format stores; :func:`structured_nonzeros` is its sum for
+    every kind but N:M and pattern)."""
+    gid, ng = structure_groups(weight, as_structure(kind))
+    gid = gid.reshape(-1)
+    alive = torch.zeros(ng, dtype=torch.long, device=gid.device).index_add_(
+        0, gid, (weight.detach().reshape(-1) != 0).long()
+    ) > 0
+    return alive[gid].reshape(weight.shape)
 
 
 def structure_violations(

@@ -27,7 +27,8 @@ from . import distributed, registry
 from .artifact import CompressedModel
 from .baseline import DenseBaseline, dense_baseline, dense_key
 from .config import to_plain
-from .dependency import count_weights, effective_model, weight_layers
+from .dependency import EffectiveCounter, count_weights, counting_effective, effective_model, weight_layers
+from .projections import EFFECTIVE_KINDS, structured_live_mask
 from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
 from .quant import QuantizationAware, quantize_
@@ -155,16 +156,27 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
     return method, model, target, trainer
 
 
+def _effective_counter(model, task: Task) -> EffectiveCounter | None:
+    """The dependency-aware counter for ``model``; None where Torch-Pruning cannot
+    trace it (then budgets and checks fall back to the nominal count)."""
+    try:
+        return EffectiveCounter(model, task.example_input())
+    except Exception:  # noqa: BLE001 - an untraceable graph is counted without credit, as in the record
+        return None
+
+
 def _run_method(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float,
                 ctx: RunContext) -> _MethodRun:
     """The method under the guard, in this process."""
     method, model, target, trainer = _setup(suite, task, dense, point, rate, ctx)
     # the method's own model is dropped: a fresh one holding its state_dict is
     # quantized, verified, evaluated and scored (prunebench.guard)
-    guarded = guarded_compress(
-        method, model, target, trainer, task, budget_epochs=suite.budget_epochs(point), name=point.method,
-        classes=[registry.hardware_models.get(name) for name in suite.hardware],
-    )
+    # structured budgets are met on the dependency-aware count (prunebench.dependency)
+    with counting_effective(_effective_counter(model, task)):
+        guarded = guarded_compress(
+            method, model, target, trainer, task, budget_epochs=suite.budget_epochs(point), name=point.method,
+            classes=[registry.hardware_models.get(name) for name in suite.hardware],
+        )
     return _MethodRun(guarded, trainer.epochs_spent, trainer.steps_taken, trainer.budget_steps, bool(method.quantizes),
                       dict(trainer.phases), _jsonable(dict(trainer.checkpoints)))
 
@@ -204,7 +216,15 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         _standard_quantize(model, layers, quant)
     check_target = Target(layers=tuple(layers), structure=structure, rate=rate, quantization=quant,
                           layer_floor=suite.layers.floor, allow_collapsed=suite.layers.allow_collapsed)
-    check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained)
+    effective_nonzero = None
+    if structure.kind in EFFECTIVE_KINDS:
+        counter = _effective_counter(model, task)
+        if counter is not None:
+            modules = dict(model.named_modules())
+            effective_nonzero = counter.per_layer(
+                {n: structured_live_mask(modules[n].weight.detach(), structure) for n in layers})
+    check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained,
+                   effective_nonzero=effective_nonzero)
     # the whole model counts: the layers the suite left out are quantized like the rest
     # (after verification, which checks they are as the dense model had them)
     every_layer = weight_layers(model)

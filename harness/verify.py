@@ -29,7 +29,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .projections import structure_violations, structured_nonzeros
+from .projections import EFFECTIVE_KINDS, structure_violations, structured_nonzeros
 from .quant import max_values, off_level_set
 from .target import Target
 
@@ -117,6 +117,7 @@ def unlisted_changes(
 def verify(
     model: nn.Module, target: Target, *, method: str = "the method", max_patterns: int | None = None,
     dense: Mapping[str, torch.Tensor] | None = None, trained: bool = True,
+    effective_nonzero: Mapping[str, int] | None = None,
 ) -> Verification:
     """Raise VerificationError listing every way ``model`` misses ``target``.
 
@@ -124,7 +125,10 @@ def verify(
     target (default: 8 for 4-of-9, 13 for 5-of-9 patterns).  ``dense`` (the
     dense model's state_dict) adds the checks of :func:`unlisted_changes`
     on the layers outside the target; ``trained`` says whether the method
-    trained (the harness counts it).
+    trained (the harness counts it).  ``effective_nonzero``: per target layer,
+    the weights of its live groups left once dependent units are removed
+    (:class:`prunebench.dependency.EffectiveCounter`); for structures in
+    :data:`prunebench.projections.EFFECTIVE_KINDS` the rate is checked on it.
     """
     bad = nonfinite(model)
     if bad:
@@ -137,6 +141,8 @@ def verify(
     structure = target.structure
     kind = structure.kind
     structured = {n: structured_nonzeros(w, structure) for n, w in weights.items()}
+    if effective_nonzero is not None and kind in EFFECTIVE_KINDS:
+        structured = {n: min(c, int(effective_nonzero[n])) for n, c in structured.items()}
     s_nnz = sum(structured.values())
     problems: list[str] = []
     for name, w in weights.items():

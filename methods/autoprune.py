@@ -75,7 +75,7 @@ from torch.nn.utils import parametrize
 
 from prunebench import Callback, KeepMasked, Method
 from prunebench.config import ConfigError, Ge, Lt, NonNegativeFloat, PositiveFloat, Validated
-from prunebench.projections import Allocation, group_view, groups_to_mask
+from prunebench.projections import Allocation, group_view, groups_to_mask, meet_on_live_count
 
 __all__ = ["AutoPrune", "AutoPruneConfig"]
 
@@ -366,12 +366,21 @@ class AutoPrune(Method):
         finally:
             gates.remove()  # the returned model is a plain model, whatever happened
 
-        chosen = _select(scores, rms, gates.size, keep, cfg.allocation, floor=target.layer_floor)
-        masks = {}
+        picks: dict[int, dict] = {}
+
+        def masks_at(budget: int) -> dict:
+            chosen = _select(scores, rms, gates.size, budget, cfg.allocation, floor=target.layer_floor)
+            out = {n: groups_to_mask(chosen[n].to(mod.weight.device), mod.weight.shape, kind)
+                   for n, mod in layers.items()}
+            picks[id(out)] = chosen
+            return out
+
+        # the harness's structured budget is on the dependency-aware count (as for every method)
+        masks = meet_on_live_count(masks_at, keep, sum(m.weight.numel() for m in layers.values()), target.structure)
+        chosen = picks[id(masks)]
         flips = 0
         with torch.no_grad():
             for n, mod in layers.items():
-                masks[n] = groups_to_mask(chosen[n].to(mod.weight.device), mod.weight.shape, kind)
                 mod.weight.mul_(masks[n].to(mod.weight.dtype))
                 flips += int((chosen[n] != (scores[n].flatten().cpu() > 0)).sum()) * gates.size[n]
         info["kept_weights"] = sum(int(m.sum()) for m in masks.values())
