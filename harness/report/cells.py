@@ -181,6 +181,7 @@ def headlines(records: Iterable[Mapping], role: str = "column", primary_only: bo
     records)."""
     from prunebench import registry
 
+    records = list(records)
     names = sorted({str(n) for r in records for n in (dig(r, "hardware") or {}) if isinstance(n, str)})
     out = []
     for name in names:
@@ -189,10 +190,19 @@ def headlines(records: Iterable[Mapping], role: str = "column", primary_only: bo
         except registry.PluginError:
             continue
         out += [(name, h) for h in declared if h.role == role and (h.primary or not primary_only)]
-    return sorted(out, key=lambda nh: (nh[1].rank, nh[0], nh[1].key))
+    out = sorted(out, key=lambda nh: (nh[1].rank, nh[0], nh[1].key))
+    from . import recall  # the intensification ratio joins as a last column where records hold per-class recall
+
+    if role == "column" and not primary_only and recall.has_recall(records):
+        out.append((recall.RECALL_COLUMN, recall.HEADLINE))
+    return out
 
 
 def headline_value(rec: Mapping, model: str, headline: Any) -> float | None:
+    from .recall import RECALL_COLUMN, record_slope
+
+    if model == RECALL_COLUMN:  # computed from the record's recalls, not stored
+        return record_slope(rec)
     value = num(dig(rec, "hardware", model, headline.key))
     return None if value is None else value * headline.scale
 
@@ -204,7 +214,7 @@ def headline_cell(headline: Any, value: float | None) -> str:
         return times(value)
     if headline.unit == "%":
         return f"{sig(value)}%"
-    return f"{sig(value)} {headline.unit}"
+    return f"{sig(value)} {headline.unit}" if headline.unit else sig(value)
 
 
 def headline_cells(records: Sequence[Mapping], columns: Sequence[tuple[str, Any]]) -> list[str]:

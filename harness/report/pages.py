@@ -53,6 +53,7 @@ from .cells import (
     table,
 )
 from .plots import budget_png, pareto_png
+from .recall import recall_section
 from .stats import Stat, mean_ci, stat_of
 
 __all__ = ["render", "write_leaderboards", "comparison_rows", "comparison_table", "GENERATED_MARKER",
@@ -220,11 +221,15 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
         lines += _errors_section(errors) + [""]
     lines += _footer(records)
     budget_lines, budget_png = _budget_section(kept, metric, dense, base)
+    # per-class recall distortion (prunebench.report.recall): classification records only
+    recall_lines, recall_png = recall_section(kept, base, suite + (" (smoke)" if smoke else ""))
     footer_at = len(lines) - len(_footer(records))
-    lines[footer_at:footer_at] = budget_lines
+    lines[footer_at:footer_at] = budget_lines + recall_lines
     extra = {f"{base}-pareto.png": png} if png is not None else {}
     if budget_png is not None:
         extra[f"{base}-budget.png"] = budget_png
+    if recall_png is not None:
+        extra[f"{base}-recall.png"] = recall_png
     return "\n".join(lines) + "\n", extra
 
 
@@ -350,7 +355,7 @@ def stored_form(record: Any) -> dict:
 
 
 def _is_generated(path: Path) -> bool:
-    if path.name.endswith(("-pareto.png", "-budget.png")):
+    if path.name.endswith(("-pareto.png", "-budget.png", "-recall.png")):
         return True
     if path.suffix != ".md":
         return False

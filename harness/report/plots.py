@@ -13,7 +13,7 @@ from prunebench.protocols.base import ordered
 from .cells import Row, acc2, headline_value, headlines
 from .stats import Stat, mean_of
 
-__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style"]
+__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style", "recall_png"]
 
 
 def protocol_style(name: str):
@@ -196,6 +196,51 @@ def budget_png(cells: Mapping, budgets: Sequence[float], metric: str, dense: Sta
                     labels.append(lab)
         fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def recall_png(title: str, panels: Sequence[tuple[str, Sequence[tuple]]]) -> bytes | None:
+    """Relative recall change against dense relative recall (prunebench.report.recall):
+    one panel per (structure, target), per method its classes' points (x = dense
+    normalized recall balance, y = its change) and the line of slope α̂ - 1."""
+    panels = [(name, [m for m in methods if m[1]]) for name, methods in panels]
+    panels = [(name, methods) for name, methods in panels if methods]
+    if not panels:
+        return None
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with matplotlib.style.context("default"):
+        cols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig = Figure(figsize=(3.6 * cols + 0.4, 3.3 * nrows + 0.6), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        for k, (name, methods) in enumerate(panels):
+            ax = axes[k // cols][k % cols]
+            span = max(abs(v) for _, xs, _, _ in methods for v in xs) or 1.0
+            for method, xs, ys, slope in methods:
+                colour = method_colour(method)
+                ax.plot(xs, ys, marker="o", linestyle="none", markersize=3, alpha=0.6, color=colour)
+                if slope is not None:  # B_t - B = (α̂ - 1) B
+                    ax.plot([-span, span], [-(slope - 1) * span, (slope - 1) * span], color=colour, linewidth=1,
+                            label=f"{method}: α̂ {slope:.2f}")
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.axvline(0, color="black", linewidth=0.6)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("dense (recall - acc) / acc", fontsize=8)
+            ax.set_ylabel("change after compression", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, linewidth=0.3)
+            ax.legend(fontsize=6, loc="best", frameon=False)
+        for k in range(len(panels), nrows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.95 if title else 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
