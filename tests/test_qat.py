@@ -43,6 +43,36 @@ def test_a_change_between_fits_is_kept_not_undone(synthetic_task):
     assert not model.fc1.weight[:5].any()
 
 
+def test_the_scale_is_refitted_periodically_and_after_a_change(synthetic_task, monkeypatch):
+    import prunebench.quant as quant
+
+    fits = []
+    real = quant.quantize_
+    monkeypatch.setattr(quant, "quantize_", lambda w, q: fits.append(1) or real(w, q))
+    torch.manual_seed(0)
+    model = synthetic_task.build_model()
+    qat = QuantizationAware(["fc1"], Q4, refit_every_steps=3)
+    assert isinstance(qat, quant.Callback)
+    trainer = Trainer(synthetic_task, model, budget_epochs=2, progress=False, observers=[qat])
+    steps = []
+    hook = model.fc1.register_forward_hook(lambda m, i, o: steps.append(int(torch.unique(m.weight).numel())))
+    trainer.fit(steps=7)
+    assert len(fits) == 3  # steps 1, 4 and 7
+    assert max(steps[1:]) <= 15  # the reused scale still gives 4-bit levels
+    with torch.no_grad():
+        model.fc1.weight[:5] = 0  # the method changes the weights: the next step refits
+    trainer.fit(steps=1)
+    hook.remove()
+    assert len(fits) == 4
+
+
+def test_refit_every_steps_is_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="refit_every_steps must be at least 1, got 0"):
+        QuantizationAware(["fc1"], Q4, refit_every_steps=0)
+
+
 SUITE = """
 suite: qat-test
 version: 1
