@@ -61,6 +61,20 @@ def test_latency_figures_and_runtime_named():
     assert out["compact_speedup_x"] == pytest.approx(out["dense_latency_ms"] / out["compact_latency_ms"])
 
 
+def test_mac_reduction_is_per_sample_whatever_the_batch():
+    m, _ = _model()
+    with torch.no_grad():
+        m[2].weight[:16] = 0
+    out = {}
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 8, 8)
+        art = CompressedModel.from_model(m, NAMES, x)
+        out[batch] = LatencyModel(LatencyConfig(repeats=1, warmup=0)).score(art, model=m, example_input=x)
+    # the dense count is per sample; the compact one was divided by the batch once more (8x at batch 8)
+    assert out[8]["compact_mac_reduction_x"] == pytest.approx(out[1]["compact_mac_reduction_x"])
+    assert 1.5 < out[1]["compact_mac_reduction_x"] < 3
+
+
 def test_latency_not_modelled_without_a_model():
     m, x = _model()
     out = LatencyModel().score(CompressedModel.from_model(m, NAMES, x))
