@@ -250,13 +250,14 @@ def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None,
     budgets = budgets_of(ec)
     if len(budgets) < 2:
         return [], None
+    groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
+    for r in ec:  # one pass: a ladder suite holds hundreds of records
+        key = (structure_of(r), method_label(r), num(dig(r, "target", "rate")))
+        groups[key][num(r.get("budget_epochs"))].append(r)
     cells: dict[tuple, dict[float, Stat]] = defaultdict(dict)
-    for key in sorted({(structure_of(r), method_label(r), num(dig(r, "target", "rate"))) for r in ec},
-                      key=lambda k: (k[0], k[1], k[2] or 0.0)):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] or 0.0)):
         for b in budgets:
-            group = [r for r in ec if (structure_of(r), method_label(r), num(dig(r, "target", "rate"))) == key
-                     and num(r.get("budget_epochs")) == b]
-            stat = stat_of(group, lambda r: num(dig(r, "metrics", metric)))
+            stat = stat_of(groups[key].get(b, []), lambda r: num(dig(r, "metrics", metric)))
             if stat is not None:
                 cells[key][b] = stat
     header = ["Structure", "Method", "Rate", *[f"{sig(b, trim=True)} ep" for b in budgets],
