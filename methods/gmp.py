@@ -137,6 +137,8 @@ class _GMPCallback(Callback):
         step = trainer.steps_taken - self.start
         if step in self.schedule:
             self.pruner.update(step, *self.schedule[step])
+            if self.schedule[step][1]:
+                trainer.record_hard_prune()  # the final sparsity reached, before the remaining steps
         elif self.pruner.masks is not None:
             apply_masks_(trainer.model, self.pruner.masks)
 
@@ -159,13 +161,18 @@ class GMP(Method):
         last = len(updates) - 1
         schedule = {step: (s, k == last) for k, (step, s) in enumerate(updates)}
         if 0 in schedule:
+            last_now = schedule[0][1]
             pruner.update(0, *schedule.pop(0))
+            if last_now:  # one update only: the target's sparsity at once
+                trainer.record_hard_prune()
         report = None
         if steps >= 1:
             report = trainer.fit(steps=steps, callbacks=[_GMPCallback(pruner, schedule, trainer.steps_taken)])
         if pruner.masks is None or pruner.log[-1]["step"] != updates[-1][0]:  # cannot happen; stay honest
             pruner.update(steps, final_sparsity, True)
         apply_masks_(model, pruner.masks)
+        if "hard_prune" not in trainer.checkpoints:
+            trainer.record_hard_prune()
         return {
             "gmp_updates": pruner.log,
             "train_steps": 0 if report is None else report.steps,

@@ -93,6 +93,8 @@ class IMPLRR(Method):
                 new = {n: m & masks[n] for n, m in new.items()}
             masks = new
             apply_masks_(model, masks)
+            if r == len(keeps):
+                trainer.record_hard_prune()  # at the target's sparsity, before the last round's training
             entry = {"round": r, "scheduled_sparsity": 1 - keep / total, "sparsity": sparsity_of(masks),
                      "steps": 0}
             if n_steps >= 1:  # a fresh fit: the schedule replayed from its start, weights kept

@@ -138,3 +138,26 @@ def test_hard_pruned_accuracy_per_iteration_leaves_the_run_unchanged(synthetic_t
     assert all("hard_prune" not in r for r in out[False][0]["residuals" if method == "admm" else "iterations"])
     for k, v in out[False][1].items():
         assert torch.equal(v, out[True][1][k]), k
+
+
+@pytest.mark.parametrize("name", ["gmp", "imp_lrr"])
+def test_gradual_baselines_record_hard_prune_at_the_target_sparsity(name, monkeypatch):
+    from prunebench import registry
+    from prunebench.trainer import Trainer
+
+    seen = []
+    real = Trainer.record_hard_prune
+
+    def spy(self):
+        nonzero = sum(int((p != 0).sum()) for n, p in self.model.named_parameters() if n.endswith("weight"))
+        seen.append((self.steps_taken, nonzero))
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "record_hard_prune", spy)
+    cls = registry.methods.get(name)
+    model, target, trainer, _ = compress_tiny(cls(None), name=name, structure="unstructured", scheme=None)
+    assert "top1" in trainer.checkpoints[HARD_PRUNE] and len(seen) == 1
+    steps_then, nonzero_then = seen[0]
+    final = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
+    assert nonzero_then == final  # the target's sparsity was already reached (masks only hold after it)
+    assert steps_then < trainer.steps_taken  # and training went on after the checkpoint
