@@ -38,6 +38,11 @@ Not modelled: biases, BatchNorm, activations, pooling, residual additions,
 any layer not in the artifact, load imbalance across threads, memory traffic
 apart from what c folds in, and latency.  All counts are per sample (batch of
 one).
+
+:func:`count_macs` counts a torch model directly on a forward pass, every call
+of a module summed (a detection head's convolutions run once per pyramid
+level; the artifact records the first call's shapes only).  It is what MACs
+targets (``Target.rate_of == "macs"``) are met and verified on.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from .storage import _as_2d, kept_rows_cols
 if TYPE_CHECKING:
     from prunebench.artifact import CompressedModel, LayerRecord
 
-__all__ = ["ComputeModel", "load_break_even", "KINDS"]
+__all__ = ["ComputeModel", "load_break_even", "KINDS", "MacsCount", "count_macs"]
 
 #: Layer kinds a sparse cost can be given for (``LayerRecord.kind``).
 Kind = Literal["conv", "linear"]
@@ -130,6 +135,89 @@ def load_break_even(path: str | Path) -> dict[str, float]:
     Raises FileNotFoundError or ValueError naming the file and the problem.
     """
     return _read_break_even(path)[0]
+
+
+@dataclass(frozen=True)
+class MacsCount:
+    """MACs per sample of every Conv2d / Linear of a model on one input.
+
+    ``dense_macs``: every weight, zeros included; ``compact_macs``: the dense
+    GEMM left once all-zero rows (filters) and columns (input positions) of
+    each layer are dropped, i.e. what a physically slimmed model runs without
+    sparse kernels.  Unstructured zeros inside kept rows and columns do not
+    count as saved.  ``input_shape``: the input tensor's shape, batch
+    excluded (for a detector: the padded image batch).
+    """
+
+    dense_macs: int
+    compact_macs: int
+    input_shape: tuple[int, ...]
+    #: layer name -> (dense_macs, compact_macs)
+    per_layer: Mapping[str, tuple[int, int]]
+
+
+def _first_input_tensor(example):
+    """The first tensor of an example input (a tensor, or nested tuples / lists); None: none."""
+    import torch
+
+    if isinstance(example, torch.Tensor):
+        return example
+    if isinstance(example, (list, tuple)):
+        for item in example:
+            found = _first_input_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def count_macs(model, example_input, layers=None) -> MacsCount:
+    """MACs per sample of ``model``'s Conv2d / Linear layers (``layers``: by
+    name, default all) on ``example_input`` (a tensor, or a tuple of
+    positional arguments), summed over every call of each module."""
+    import torch
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    names = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))] if layers is None else list(layers)
+    positions = dict.fromkeys(names, 0)
+
+    def hook(name):
+        def fn(module, inputs, output):
+            batch = max(int(output.shape[0]), 1) if output.dim() > 1 else 1
+            if isinstance(module, nn.Conv2d):
+                per_call = output.numel() // (batch * output.shape[1])  # out_h * out_w
+            else:  # Linear: one use per leading position
+                per_call = output.numel() // (batch * output.shape[-1]) if output.dim() > 1 else 1
+            positions[name] += int(per_call)
+
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example_input, torch.Tensor):
+                model(example_input)
+            else:
+                model(*example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    per_layer = {}
+    dense = compact = 0
+    for n in names:
+        w = modules[n].weight.detach()
+        rows = w.shape[0]
+        kept_r, kept_c = kept_rows_cols(w.reshape(rows, -1) != 0)
+        d, c = w.numel() * positions[n], kept_r * kept_c * positions[n]
+        per_layer[n] = (d, c)
+        dense += d
+        compact += c
+    first = _first_input_tensor(example_input)
+    shape = tuple(int(v) for v in first.shape[1:]) if first is not None else ()
+    return MacsCount(dense, compact, shape, types.MappingProxyType(per_layer))
 
 
 class ComputeModel(HardwareModel):

@@ -52,6 +52,8 @@ class PointJob:
     search_workers: int = 1
     isolation: str = "auto"
     budget: float | None = None
+    #: where the point's model starts (a scratch point is another point: it must not become a dense one)
+    start: str = "dense"
 
     def __call__(self) -> "JobOutcome":
         from .interfaces import DatasetUnavailable, DependencyUnavailable
@@ -60,7 +62,8 @@ class PointJob:
         from .suite import RunPoint, load_suite
 
         suite = load_suite(self.suite_path, smoke=self.smoke)
-        point = RunPoint(self.protocol, self.method, self.structure, self.rate, self.seed, self.budget)
+        point = RunPoint(self.protocol, self.method, self.structure, self.rate, self.seed, self.budget,
+                         start=self.start)
         ctx = RunContext(
             device=self.device, data_root=self.data_root, progress=False, threads=self.threads,
             rerun=self.rerun, results=ResultStore(self.results) if self.results else None,

@@ -315,7 +315,7 @@ def _submit(config, executor, items, results: Path, threads: int) -> None:
 
     jobs = [PointJob(suite_path=str(Path(i.suite.path).resolve()), smoke=i.suite.smoke_mode, protocol=i.point.protocol,
                      method=i.point.method, structure=i.point.structure, rate=i.point.rate, seed=i.point.seed,
-                     budget=i.point.budget,
+                     budget=i.point.budget, start=i.point.start,
                      results=str(results.resolve()), device=config.getoption("pb_device"),
                      data_root=config.getoption("pb_data_root"), threads=threads,
                      rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"),
@@ -439,9 +439,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if rec.search is not None:
             found = rec.search.rate_found
             extra = f" rate_found={'none' if found is None else f'{found:.3g}x'} runs={rec.search.runs}"
+        rate = f"rate={rec.achieved_rate:.3g}x"
+        if (rec.target or {}).get("rate_of") == "macs" and rec.macs:  # the harness's count of the target's quantity
+            rate = f"macs_reduction={rec.macs['macs_reduction_x']:.3g}x input_scale={rec.macs['input_scale']:.3g}"
         tr.write_line(
             f"{rec.suite}::{rec.protocol}[{rec.point_id}] {rec.primary_metric}={rec.primary_value:.2f} "
-            f"(dense {rec.dense_value:.2f}) rate={rec.achieved_rate:.3g}x{extra} [{rec.status}]"
+            f"(dense {rec.dense_value:.2f}) {rate}{extra} [{rec.status}]"
         )
     store = config.getoption("pb_results")
     tr.write_line(f"{len(records)} records written to {store}/, {len(reused)} reused (already there; "

@@ -14,6 +14,12 @@ Schema history:
    depend on it); ``None`` for schema-1 records, which did not record it.
    ``point_key``: the hash of the point's identity (:func:`point_identity`),
    which names the record's file in the results store.
+   Later additions within schema 2 (absent from records written before them):
+   ``start`` (``dense`` or ``scratch``: what the method's model started from;
+   absent: dense, the only start there was), ``epochs_from_init``,
+   ``method_wall_time_s``, ``dense_train_time_s`` and ``end_to_end_time_s``;
+   ``macs`` (the harness's MACs count under a MACs target) and ``target.rate_of``
+   (``macs``; absent: weights, the only quantity there was).
 """
 
 from __future__ import annotations
@@ -135,6 +141,27 @@ class RunRecord:
     #: optimizer steps the budget allows and the run took (the budget is counted in steps)
     budget_steps: int | None = None
     steps_spent: int | None = None
+    #: what the method's model started from: ``dense`` (the cached dense model: prune after
+    #: training) or ``scratch`` (a fresh initialisation seeded with the point's seed); the
+    #: dense metrics and accuracy_drop are against the dense model either way
+    start: str | None = None
+    #: epochs of training the compressed model had since its random initialisation:
+    #: dense_epochs_trained + epochs_spent from a dense start, epochs_spent from scratch
+    #: (None: a dense model loaded from a checkpoint, whose epochs are unknown)
+    epochs_from_init: float | None = None
+    #: wall time of the method alone (its training and pruning, from the model handed over
+    #: to its return), for the run whose model is recorded
+    method_wall_time_s: float | None = None
+    #: wall time the dense model took to train when it was made (cached with it; None:
+    #: loaded from a checkpoint, or cached before the time was kept)
+    dense_train_time_s: float | None = None
+    #: method_wall_time_s, plus dense_train_time_s from a dense start: the time from a random
+    #: initialisation to the compressed model (None where a part is unknown)
+    end_to_end_time_s: float | None = None
+    #: MACs per sample counted by the harness where the target's rate is of MACs or the
+    #: method declared an input scale (prunebench.macs): dense_macs, compressed_macs,
+    #: macs_reduction_x, input_scale, dense_input_shape, input_shape; None: not counted
+    macs: dict | None = None
     #: keys this schema does not know, kept as read
     extra: dict = field(default_factory=dict)
 
@@ -160,7 +187,8 @@ class RunRecord:
             del out["train_samples_seen"]  # not counted before; older records stay byte-identical
         for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal",
                      "validation_metrics", "dense_epochs_trained",
-                     "phases", "checkpoints"):
+                     "phases", "checkpoints", "start", "epochs_from_init", "method_wall_time_s",
+                     "dense_train_time_s", "end_to_end_time_s", "macs"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:
@@ -235,18 +263,27 @@ _METHOD_KEYS = {f.name for f in fields(MethodRef)}
 def point_identity(
     *, suite: str, suite_version: int, smoke: bool, protocol: str, method: Mapping, structure: str, seed: int,
     budget_epochs: float | None, quantization: Any, rate: float | None, search: Mapping | None, dense_key: str | None,
+    start: str | None = None, rate_of: str | None = None,
 ) -> dict:
     """What makes two runs the same run point: the suite and its version, the
     method with its version and settings, structure, rate (or the search's
-    range and tolerance), training budget, seed, quantization, and the dense
-    model (``dense_key`` hashes the task config, data, dense recipe and seed)."""
-    return {
+    range and tolerance), training budget, seed, quantization, the dense
+    model (``dense_key`` hashes the task config, data, dense recipe and seed),
+    and where the method's model starts (``start``; a dense start, the only one
+    there was before, is left out so those points keep their keys), and what the
+    rate is of (``rate_of``; weights, the only one before MACs targets, left out)."""
+    out = {
         "suite": suite, "suite_version": suite_version, "smoke": bool(smoke), "protocol": protocol,
         "method": {k: method.get(k) for k in ("name", "version", "config")},
         "structure": structure, "seed": seed, "budget_epochs": budget_epochs, "quantization": quantization,
         "rate": rate, "search": None if search is None else {k: search.get(k) for k in ("lo", "hi", "steps", "tolerance")},
         "dense_key": dense_key,
     }
+    if start not in (None, "dense"):
+        out["start"] = start
+    if rate_of not in (None, "weights"):  # a MACs rate is another point; weight-rate keys stay as they were
+        out["rate_of"] = rate_of
+    return out
 
 
 def key_of_identity(identity: Mapping) -> str:
@@ -266,7 +303,7 @@ def _identity_of_stored(data: Mapping) -> dict:
         protocol=data.get("protocol"), method=method, structure=data.get("structure"), seed=data.get("seed"),
         budget_epochs=data.get("budget_epochs"), quantization=target.get("quantization"),
         rate=None if ea else target.get("rate"), search=data.get("search") if ea else None,
-        dense_key=data.get("dense_key"),
+        dense_key=data.get("dense_key"), start=data.get("start"), rate_of=target.get("rate_of"),
     )
 
 

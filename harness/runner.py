@@ -31,6 +31,7 @@ from .dependency import EffectiveCounter, count_weights, counting_effective, eff
 from .projections import EFFECTIVE_KINDS, structured_live_mask
 from .guard import HarnessTampered, guarded_compress
 from .interfaces import DatasetUnavailable, DependencyUnavailable, Task
+from .macs import at_input_scale, declared_input_scale, rates_of, verify_macs
 from .quant import QuantizationAware, quantize_
 from .records import MethodRef, RunRecord, key_of_identity, point_identity
 from .results import ResultStore, environment_info
@@ -130,8 +131,9 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
     method = method_cls(suite.method_config(point.method))
     structure = Structure.parse(point.structure)
     torch.manual_seed(point.seed)
-    model = task.build_model()
-    model.load_state_dict(dense.state)
+    model = task.build_model()  # from scratch: this draw, the one the dense model started from
+    if point.start == "dense":
+        model.load_state_dict(dense.state)
     layers = suite.layers.select(task.compressible_layers(model), structure.is_structured)
     if not layers:
         raise ValueError(f"{suite.path}: no compressible layer matches layers.include/exclude for {structure}")
@@ -143,6 +145,7 @@ def _setup(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate
         layer_floor=suite.layers.floor,
         allow_collapsed=suite.layers.allow_collapsed,
         membrane_bits=suite.quantization.membrane_bits if suite.quantization is not None else None,
+        rate_of=suite.protocol(point.protocol).rate_of,
     )
     quant = suite.quantization
     # the same quantization treatment for every method: under qat a prune-only method
@@ -197,25 +200,40 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
 
     The method runs here or, isolated, in a spawned process that returns only
     the model's state_dict, its info and the counts; everything after it
-    (quantizer, verification, evaluation, scores) is the harness's, here."""
+    (quantizer, verification, evaluation, scores) is the harness's, here.
+    An input scale the method declares holds for everything after it and
+    ends with this call, however it ends (prunebench.macs)."""
+    with contextlib.ExitStack() as scaled:
+        return _compress_scaled(suite, task, dense, point, rate, ctx, scaled)
+
+
+def _compress_scaled(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext,
+                     scaled: contextlib.ExitStack) -> dict:
     structure = Structure.parse(point.structure)
+    quantity = suite.protocol(point.protocol).rate_of
     # resolved before the method runs: what scores the model is not the method's to choose
     hw_classes = {name: registry.hardware_models.get(name) for name in suite.hardware}
     hw_configs = {name: suite.hardware_config(name) for name in suite.hardware}
     quant = suite.quantization
     layers = suite.layers.select(task.compressible_layers(task.build_model()), structure.is_structured)
+    started = time.perf_counter()
     if isolated(point.method, ctx.isolation):
         run = _run_method_apart(suite, task, point, rate, ctx)
     else:
         run = _run_method(suite, task, dense, point, rate, ctx)
+    method_wall_time_s = time.perf_counter() - started  # isolated: its process's start included
     guarded, quantizes = run.guarded, run.quantizes
     model, info = guarded.model, guarded.info
+    # a declared input scale is checked, then evaluated and counted at (prunebench.macs)
+    input_scale = declared_input_scale(info, point.method)
+    scaled.enter_context(at_input_scale(task, input_scale, point.method))
     metrics_before_q = None
     if quant is not None and not quantizes:
         metrics_before_q = task.evaluate(model)
         _standard_quantize(model, layers, quant)
     check_target = Target(layers=tuple(layers), structure=structure, rate=rate, quantization=quant,
-                          layer_floor=suite.layers.floor, allow_collapsed=suite.layers.allow_collapsed)
+                          layer_floor=suite.layers.floor, allow_collapsed=suite.layers.allow_collapsed,
+                          rate_of=quantity)
     effective_nonzero = None
     if structure.kind in EFFECTIVE_KINDS:
         counter = _effective_counter(model, task)
@@ -223,7 +241,8 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
             modules = dict(model.named_modules())
             effective_nonzero = counter.per_layer(
                 {n: structured_live_mask(modules[n].weight.detach(), structure) for n in layers})
-    check = verify(model, check_target, method=point.method, dense=dense.state, trained=guarded.trained,
+    check = verify(model, check_target, method=point.method, dense=_start_state(task, dense, point),
+                   trained=guarded.trained,
                    effective_nonzero=effective_nonzero)
     # the whole model counts: the layers the suite left out are quantized like the rest
     # (after verification, which checks they are as the dense model had them)
@@ -245,6 +264,10 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         whole = {"total_weights": total, "nonzero_weights": nonzero, "effective_nonzero_weights": None,
                  "rate": total / max(nonzero, 1), "effective_rate": None, "excluded_layers": excluded,
                  "dependency_unavailable": f"{type(err).__name__}: {err}"[:300]}
+    macs = None  # the harness's own count, on the effective model at the evaluated input
+    if quantity == "macs" or input_scale != 1.0:
+        macs = verify_macs(effective, task, rate if quantity == "macs" else 1.0, input_scale=input_scale,
+                           method=point.method)
     metrics = task.evaluate(effective)
     if membrane_bits:
         _check_membrane(effective, membrane_bits, point.method)
@@ -263,7 +286,9 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         hardware_versions[name] = hw_cls.version
     return {
         "target": {"rate": rate, "structure": str(structure),
-                   "quantization": to_plain(quant) if quant else None, "layers": list(layers)},
+                   "quantization": to_plain(quant) if quant else None, "layers": list(layers),
+                   **({} if quantity == "weights" else {"rate_of": quantity})},
+        "macs": macs,
         "metrics": metrics,
         "metrics_before_quantization": metrics_before_q,
         "metrics_nominal": metrics_nominal,
@@ -282,7 +307,42 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
         "checkpoints": run.checkpoints or None,
         "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
+        "method_wall_time_s": round(method_wall_time_s, 3),
     }
+
+
+def _start_state(task: Task, dense: DenseBaseline, point: RunPoint) -> dict:
+    """The state the method's model started from, which layers outside the target
+    are checked against: the dense model's, or (start scratch) the fresh draw for
+    the point's seed (made again without touching the global generator)."""
+    if point.start == "dense":
+        return dense.state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(point.seed)
+        return {k: v.detach().clone() for k, v in task.build_model().state_dict().items()}
+
+
+def _check_start(suite: Suite, point: RunPoint) -> None:
+    """A point must start where the suite's ``start:`` runs its method (a runner that
+    lost the point's start on the way would otherwise run another point silently)."""
+    methods = suite.start.get(point.start, ())
+    if methods is not None and point.method not in methods:
+        runs = ", ".join(s for s, ms in suite.start.items() if ms is None or point.method in ms) or "none"
+        raise ValueError(f"{suite.path}: start: {point.method} does not run from {point.start!r} in this suite "
+                         f"(it runs from: {runs})")
+
+
+def _count_from_init(record: RunRecord, dense: DenseBaseline, point: RunPoint) -> None:
+    """Epochs and wall time from random initialisation to the compressed model: the
+    method's alone from scratch, plus the dense model's from a dense start."""
+    if point.start == "dense":
+        before_epochs, before_s = dense.epochs_trained, dense.train_time_s
+    else:
+        before_epochs, before_s = 0.0, 0.0
+    if record.epochs_spent is not None and before_epochs is not None:
+        record.epochs_from_init = before_epochs + record.epochs_spent
+    if record.method_wall_time_s is not None and before_s is not None:
+        record.end_to_end_time_s = round(before_s + record.method_wall_time_s, 3)
 
 
 def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ctx: RunContext) -> _MethodRun:
@@ -486,6 +546,7 @@ def _base_record(suite: Suite, task: Task, point: RunPoint) -> RunRecord:
         seed=point.seed,
         primary_metric=task.primary_metric,
         budget_epochs=suite.budget_epochs(point),
+        start=point.start,
         git_commit=env.pop("git_commit", None),
         git_dirty=env.pop("git_dirty", None),
         versions=env,
@@ -533,6 +594,11 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
             f"method {point.method!r} does not produce {structure} structure "
             f"(it declares: {', '.join(method_cls.structures)})"
         )
+    quantity = suite.protocol(point.protocol).rate_of
+    if quantity not in rates_of(method_cls):
+        raise Unsupported(f"method {point.method!r} does not meet {quantity} targets "
+                          f"(it declares: {', '.join(rates_of(method_cls))})")
+    _check_start(suite, point)
     task = get_task(suite, ctx)
     start = time.perf_counter()
     record = _base_record(suite, task, point)
@@ -551,11 +617,13 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         record.dense_metrics = dense.metrics
         record.dense_source = dense.source
         record.dense_epochs_trained = dense.epochs_trained
+        record.dense_train_time_s = None if dense.train_time_s is None else round(dense.train_time_s, 3)
         record.dense_key = dense.key
         dense_value = dense.metrics[metric]
         protocol = suite.protocol(point.protocol)
         record.update(protocol.run(point, _Compressor(suite, task, dense, point, ctx), dense_value, metric))
         record.accuracy_drop = dense_value - record.metrics[metric]
+        _count_from_init(record, dense, point)
         unmet = protocol.unmet(point, record)
         record.status = "failed" if unmet else "passed"
         record.failure = "; ".join(unmet) or None
@@ -577,7 +645,7 @@ def _point_key(suite: Suite, point: RunPoint, record: RunRecord) -> str:
         suite=record.suite, suite_version=record.suite_version, smoke=record.smoke, protocol=point.protocol,
         method={"name": record.method.name, "version": record.method.version, "config": record.method.config},
         structure=point.structure, seed=point.seed, budget_epochs=record.budget_epochs,
-        quantization=_quant_identity(quant), dense_key=record.dense_key,
+        quantization=_quant_identity(quant), dense_key=record.dense_key, start=point.start,
         **suite.protocol(point.protocol).identity(point),
     ))
 

@@ -57,6 +57,10 @@ MAX_SEED = 2**32 - 1
 Seed = Annotated[int, Between(0, MAX_SEED)]
 #: a suite name is a directory of the results store and part of page file names
 MAX_NAME = 100
+#: where a point's model starts: the suite's cached dense model (prune after training) or a
+#: fresh initialisation seeded with the point's seed (training from scratch inside the budget)
+Start = Literal["dense", "scratch"]
+STARTS: tuple[str, ...] = ("dense", "scratch")
 
 
 def _usable_name(name: str) -> bool:
@@ -169,6 +173,14 @@ class Suite:
     #: a budget ladder: every point runs once per budget (epochs), with budget.optimizer;
     #: the budget is then part of the point's id and of every table
     budgets: tuple[NonNegativeFloat, ...] | None = None
+    #: where each point's model starts, start -> the methods run from it (None: all).
+    #: ``dense``: the cached dense model (prune after training); ``scratch``: a fresh
+    #: initialisation seeded with the point's seed (the same draw the dense model started
+    #: from), so the budget covers all training; accuracy drops stay against the dense
+    #: model.  The file may give one start (``start: scratch``), a list (every point once
+    #: per start) or this mapping; scratch points carry ``-scratch`` in their id.
+    start: Mapping[Start, Annotated[tuple[str, ...], MinLen(1)] | None] = field(
+        default_factory=lambda: {"dense": None})
     quantization: Quantization | None = None
     layers: LayerSpec = LayerSpec()
     hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"storage": {}, "compute": {}})
@@ -216,7 +228,8 @@ class Suite:
         points = [point for method in methods for protocol in protocols for point in protocol.points(method, seeds)]
         if self.budgets:
             points = [replace(point, budget=float(b)) for point in points for b in self.budgets]
-        return points
+        return [replace(point, start=start) for point in points for start in self.start
+                if self.start[start] is None or point.method in self.start[start]]
 
     def budget_epochs(self, point: RunPoint) -> float:
         """The training budget of ``point``: its rung of the ladder, or the suite's budget."""
@@ -248,6 +261,27 @@ def _normalise_named(value: Any, key: str) -> Any:
     return value
 
 
+def _normalise_start(value: Any) -> Any:
+    """``start: scratch`` and ``start: [dense, scratch]`` are shorthand for the
+    mapping start -> None (every method from each); a bad name is echoed here,
+    where the file has it (a mapping's keys are checked by its type)."""
+    if value is None:
+        return {"dense": None}
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list):
+        return value  # a mapping (or a wrong type, which parse names)
+    expected = ", ".join(repr(s) for s in STARTS)
+    for i, name in enumerate(names):
+        key = "start" if isinstance(value, str) else f"start[{i}]"
+        if not isinstance(name, str) or name not in STARTS:
+            raise ConfigError(key, f"expected one of {expected}, got {name!r}")
+        if name in names[:i]:
+            raise ConfigError(key, f"expected distinct starts, got {name!r} twice")
+    if not names:
+        raise ConfigError("start", f"expected at least one of {expected}, got an empty list")
+    return {name: None for name in names}
+
+
 def _find_nan(value: Any, key: str) -> str | None:
     """The dotted key of a NaN anywhere in plain data (None: none)."""
     if isinstance(value, float) and math.isnan(value):
@@ -277,6 +311,8 @@ def _parse_suite(data: Any, file: str) -> Suite:
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError("", f"expected a mapping at the top of the suite, got {got}")
     data = dict(data)
+    if "start" in data:
+        data["start"] = _normalise_start(data["start"])
     for key in ("hardware", "methods"):
         if key in data:
             data[key] = _normalise_named(data[key], key)
@@ -323,7 +359,32 @@ def _check_across(suite: Suite) -> None:
         problem = _checkpoint_problem(suite.dense.checkpoint)
         if problem:
             raise ConfigError("dense.checkpoint", f"expected {problem}")
+    if not suite.start:
+        raise ConfigError("start", f"expected at least one of {', '.join(repr(s) for s in STARTS)}, got none")
+    for start, methods in suite.start.items():
+        for i, method in enumerate(methods or ()):
+            if method not in suite.methods:  # a typo would drop that method's points without a word
+                raise ConfigError(f"start.{start}[{i}]", f"expected one of the suite's methods "
+                                                         f"({', '.join(suite.methods) or 'none'}), got {method!r}")
+            if method in methods[:i]:
+                raise ConfigError(f"start.{start}[{i}]", f"expected each method once, got {method!r} twice")
+    if all(methods is not None for methods in suite.start.values()):
+        unrun = [m for m in suite.methods if not any(m in methods for methods in suite.start.values())]
+        if unrun:
+            raise ConfigError("start", f"expected every method of the suite under some start, got "
+                                       f"{', '.join(unrun)} under none")
     for name, spec in suite.protocols.items():
+        # a method that reads every rate as a weight budget would miss a MACs target, and a
+        # MACs-only method cannot meet a weight rate: each method must meet the rate's quantity
+        quantity = getattr(spec, "rate_of", "weights")
+        from .macs import rates_of
+
+        for method in suite.methods:
+            meets = rates_of(registry.methods.get(method))
+            if quantity not in meets:
+                raise ConfigError(f"protocols.{name}.rate_of",
+                                  f"expected a quantity every method of the suite meets; got {quantity!r}, "
+                                  f"which {method} does not (it meets {', '.join(meets)})")
         methods = getattr(getattr(spec, "expect", None), "methods", None)
         for i, method in enumerate(methods or ()):
             if method not in suite.methods:

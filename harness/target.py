@@ -11,7 +11,7 @@ from .config import Between, ConfigError, Ge, Lt, MinLen, Satisfies, Validated, 
 
 __all__ = [
     "Structure", "StructureName", "Quantization", "Target", "STRUCTURE_KINDS", "QUANT_SCHEMES",
-    "LayerFloor", "DEFAULT_LAYER_FLOOR",
+    "LayerFloor", "DEFAULT_LAYER_FLOOR", "RateOf", "RATES_OF",
 ]
 
 # Structure kinds the harness can verify.  Parametrised kinds carry their
@@ -19,6 +19,10 @@ __all__ = [
 STRUCTURE_KINDS = ("unstructured", "filter", "channel", "column", "kernel", "pattern", "block", "pe", "nm")
 QuantScheme = Literal["uniform", "pow2", "ternary", "binary", "levels"]
 QUANT_SCHEMES = get_args(QuantScheme)
+#: what a target's rate divides: ``weights`` (total / nonzero weights of the target
+#: layers) or ``macs`` (dense MACs / MACs of the compressed model, per sample, whole model)
+RateOf = Literal["weights", "macs"]
+RATES_OF = get_args(RateOf)
 
 #: a per-layer floor: the fraction of a layer's groups every allocation keeps
 #: (at least one group); see prunebench.projections
@@ -145,6 +149,14 @@ class Target(Validated):
     floor at all.  ``allow_collapsed`` (``layers.allow_collapsed``) lets
     verification accept a layer left with no live output; by default such a
     run fails.
+
+    ``rate_of``: ``weights`` (the default, as above) or ``macs``: ``rate`` is
+    then a compute reduction, the dense model's MACs per sample at the task's
+    example input divided by the compressed model's (every Conv2d / Linear of
+    the effective model, all-zero rows and columns dropped, counted at the
+    input resolution it is evaluated at: :func:`prunebench.macs.verify_macs`).
+    Weights may then stay as dense as the method likes; structure and
+    quantization are checked as usual.
     """
 
     layers: Annotated[tuple[str, ...], MinLen(1)]
@@ -156,9 +168,12 @@ class Target(Validated):
     membrane_bits: Annotated[int, Between(1, 32)] | None = None
     layer_floor: LayerFloor | None = DEFAULT_LAYER_FLOOR
     allow_collapsed: bool = False
+    rate_of: RateOf = "weights"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.rate_of == "macs" and self.rate is None:
+            raise ConfigError("rate_of", "expected 'weights' for a per-layer target (layer_sparsity), got 'macs'")
         if (self.rate is None) == (self.layer_sparsity is None):
             raise ValueError(
                 f"expected exactly one of rate and layer_sparsity, got rate={describe_value(self.rate)}, "
@@ -170,11 +185,24 @@ class Target(Validated):
 
     @property
     def sparsity(self) -> float | None:
-        """Overall pruned fraction implied by ``rate`` (None for per-layer targets)."""
-        return None if self.rate is None else 1.0 - 1.0 / self.rate
+        """Overall pruned fraction implied by a weight ``rate`` (None for per-layer
+        and MACs targets)."""
+        return None if self.rate is None or self.rate_of != "weights" else 1.0 - 1.0 / self.rate
+
+    def macs_budget(self, dense_macs: int) -> int:
+        """Most MACs per sample a MACs target allows, given the dense model's."""
+        if self.rate_of != "macs" or self.rate is None:
+            raise ValueError(f"macs_budget: the target's rate is of {self.rate_of}, not macs")
+        # floor with a little slack for float error in dense/rate
+        return int(math.floor(dense_macs / self.rate + 1e-9))
 
     def keep_budget(self, layer_sizes: Mapping[str, int]) -> int:
         """Most nonzero weights allowed over the compressible layers."""
+        if self.rate_of != "weights":
+            # a MACs target bounds compute, not weights: a method that reads it as a weight
+            # budget would meet the wrong thing (prunebench.methods declare rates_of)
+            raise ValueError(f"keep_budget: the target's rate is of {self.rate_of}, not weights; "
+                             f"see Target.macs_budget")
         total = sum(layer_sizes[n] for n in self.layers)
         if self.rate is not None:
             # floor with a little slack for float error in total/rate
@@ -188,6 +216,8 @@ class Target(Validated):
     def describe(self) -> str:
         parts = [str(self.structure)]
         parts.append(f"{self.rate:g}x" if self.rate is not None else "per-layer")
+        if self.rate_of != "weights":
+            parts.append("MACs" if self.rate_of == "macs" else self.rate_of)
         if self.quantization:
             parts.append(f"{self.quantization.bits}bit-{self.quantization.scheme}")
         return " ".join(parts)

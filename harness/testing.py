@@ -33,6 +33,7 @@ attributes needed) to see every lying method of
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, ClassVar, Iterator
 
@@ -85,16 +86,40 @@ class _TinyNet(nn.Module):
 
     def forward(self, x):
         x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        # adaptive: the same as a 2x2 max-pool at 12x12, and any smaller input still fits fc1
+        x = F.adaptive_max_pool2d(F.relu(self.conv2(x)), 6)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 class TinyTask(Task):
-    """10-class synthetic images (1x12x12): class patterns plus noise; 512 train, 256 test."""
+    """10-class synthetic images (1x12x12): class patterns plus noise; 512 train, 256 test.
+
+    ``input_scaled(scale)`` resizes every image to round(12 x scale) per side
+    (bilinear, antialiased) inside the block, for MACs targets met by input
+    scaling (:mod:`prunebench.macs`)."""
 
     Config = NoConfig
     primary_metric = "top1"
     batch_size = 64
+    side = 12
+
+    @contextlib.contextmanager
+    def input_scaled(self, scale: float):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            raise ValueError(f"input_scaled: expected a scale in (0, 1], got {scale!r}")
+        previous = getattr(self, "_scale", 1.0)
+        self._scale = float(scale)
+        try:
+            yield
+        finally:
+            self._scale = previous
+
+    def _sized(self, x: torch.Tensor) -> torch.Tensor:
+        scale = getattr(self, "_scale", 1.0)
+        if scale == 1.0:
+            return x
+        side = max(1, round(self.side * scale))
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
 
     def prepare(self) -> None:
         gen = torch.Generator().manual_seed(0)
@@ -118,7 +143,7 @@ class TinyTask(Task):
         order = torch.randperm(self.train_x.shape[0], generator=generator).to(self.device)
         for i in range(0, order.numel(), self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield self.train_x[idx], self.train_y[idx]
+            yield self._sized(self.train_x[idx]), self.train_y[idx]
 
     def loss(self, model, batch):
         x, y = batch
@@ -128,12 +153,12 @@ class TinyTask(Task):
     def evaluate(self, model) -> dict:
         was = model.training
         model.eval()
-        acc = (model(self.test_x).argmax(1) == self.test_y).float().mean().item() * 100
+        acc = (model(self._sized(self.test_x)).argmax(1) == self.test_y).float().mean().item() * 100
         model.train(was)
         return {"top1": acc}
 
     def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, 1, 12, 12, device=self.device)
+        return self._sized(torch.zeros(1, 1, self.side, self.side, device=self.device))
 
 
 _TINY: dict = {}
@@ -155,7 +180,7 @@ def tiny_dense() -> tuple[TinyTask, dict]:
 def compress_tiny(
     method: Method, *, name: str, structure: str = "unstructured", scheme: str | None = None, seed: int = 0,
     rate: float = 4.0, budget_epochs: float = 2.0, bits: int = 4,
-    layers: tuple[str, ...] = ("conv1", "conv2", "fc1"),
+    layers: tuple[str, ...] = ("conv1", "conv2", "fc1"), rate_of: str = "weights",
 ) -> tuple[nn.Module, Target, Trainer, Guarded]:
     """Compress the tiny dense model as the harness does: the method under the
     guard, then the suite's quantizer for a prune-only method.  Returns the
@@ -172,7 +197,8 @@ def compress_tiny(
         rate = total / sum(nm_slots(s, *st.params) for s in shapes.values())
     quant = SCHEMES[scheme] if scheme else Quantization(bits)
     quantizes = bool(method.quantizes)
-    target = Target(layers=layers, structure=st, rate=rate, quantization=quant if quantizes else None)
+    target = Target(layers=layers, structure=st, rate=rate, quantization=quant if quantizes else None,
+                    rate_of=rate_of)
     trainer = Trainer(task, model, optimizer=OptimizerConfig(lr=0.01), budget_epochs=budget_epochs,
                       seed=seed, progress=False)
     try:
@@ -185,7 +211,7 @@ def compress_tiny(
         modules = dict(model.named_modules())
         for layer in layers:
             quantize_(modules[layer].weight.data, quant)
-    checked = Target(layers=target.layers, structure=st, rate=rate, quantization=quant)
+    checked = Target(layers=target.layers, structure=st, rate=rate, quantization=quant, rate_of=rate_of)
     return model, checked, trainer, guarded
 
 
@@ -201,6 +227,9 @@ class MethodConformance:
     bits: ClassVar[int] = 4
     #: compressible layers; fc2 stays out and must stay uncompressed
     layers: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "fc1")
+    #: what ``rate`` is of (``weights`` or ``macs``); None: the first the method declares
+    #: (``rates_of``), so a method that meets only MACs targets is checked on one
+    rate_of: ClassVar[str | None] = None
 
     _dense_cache: ClassVar[dict] = {}
 
@@ -215,6 +244,12 @@ class MethodConformance:
 
     def _make(self) -> Method:
         return self._method_cls()(self.config)
+
+    @classmethod
+    def _rate_of(cls) -> str:
+        from .macs import rates_of
+
+        return cls.rate_of or rates_of(cls._method_cls())[0]
 
     @classmethod
     def _task(cls) -> TinyTask:
@@ -255,7 +290,7 @@ class MethodConformance:
         self._task()
         model, checked, trainer, guarded = compress_tiny(
             self._make(), name=self._name(), structure=structure, scheme=scheme, seed=seed, rate=self.rate,
-            budget_epochs=self.budget_epochs, bits=self.bits, layers=self.layers,
+            budget_epochs=self.budget_epochs, bits=self.bits, layers=self.layers, rate_of=self._rate_of(),
         )
         return model, checked, trainer, guarded.info, guarded
 
@@ -272,8 +307,13 @@ class MethodConformance:
 
     def test_meets_target(self, case):
         structure, scheme = case
-        model, target, _, _, guarded = self._guarded_run(structure, scheme)
+        model, target, _, info, guarded = self._guarded_run(structure, scheme)
         verify(model, target, method=self._name(), dense=self._dense_cache["state"], trained=guarded.trained)
+        if target.rate_of == "macs":  # counted by the harness, at the input scale the method declares
+            from .macs import declared_input_scale, verify_macs
+
+            verify_macs(model, self._task(), target.rate, input_scale=declared_input_scale(info, self._name()),
+                        method=self._name())
 
     def test_stays_inside_budget(self, case):
         structure, scheme = case

@@ -129,6 +129,8 @@ def verify(
     the weights of its live groups left once dependent units are removed
     (:class:`prunebench.dependency.EffectiveCounter`); for structures in
     :data:`prunebench.projections.EFFECTIVE_KINDS` the rate is checked on it.
+    A target whose rate is of MACs (``target.rate_of``) has no weight budget
+    here; :func:`prunebench.macs.verify_macs` checks it on the effective model.
     """
     bad = nonfinite(model)
     if bad:
@@ -155,7 +157,7 @@ def verify(
                 f"set layers.allow_collapsed in the suite to accept it"
             )
 
-    if target.rate is not None:
+    if target.rate is not None and target.rate_of == "weights":
         budget = target.keep_budget(sizes)
         if s_nnz > budget:
             achieved = total / s_nnz if s_nnz else float("inf")
@@ -168,8 +170,7 @@ def verify(
                 f"sparsity: target rate {target.rate:g}x allows {budget} nonzero weights of {total}; "
                 f"{method} left {s_nnz} {what} (achieved {achieved:.3g}x)"
             )
-    else:
-        assert target.layer_sparsity is not None
+    elif target.layer_sparsity is not None:  # (a MACs rate is counted by prunebench.macs.verify_macs)
         for name, s in target.layer_sparsity.items():
             allowed = Target(layers=(name,), layer_sparsity={name: s}).keep_budget({name: sizes[name]})
             if structured[name] > allowed:

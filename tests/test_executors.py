@@ -32,6 +32,18 @@ def test_local_executor_runs_a_point_when_asked(tmp_path, isolated_cache):
     assert PointJob(**{**job.__dict__})().reused  # a second run of the same point reuses its record
 
 
+def test_a_job_keeps_the_points_start(tmp_path, isolated_cache):
+    path = tmp_path / "suites" / "t.yaml"
+    path.parent.mkdir()
+    text = TINY.format(name="t", expect="{max_accuracy_drop: 100}") + "start: [dense, scratch]\n"
+    path.write_text(text)
+    job = PointJob(suite_path=str(path), smoke=False, protocol="equal_compression", method="magnitude",
+                   structure="unstructured", rate=4.0, seed=0, results=str(tmp_path / "res"), start="scratch")
+    (handle,) = LocalExecutor().submit([job])
+    record = handle.result().record
+    assert record["start"] == "scratch"  # not the dense point under the same name
+
+
 @pytest.mark.slow
 def test_submitit_runs_each_point_in_its_own_process(pytester, isolated_cache):
     _suite(pytester, "jobs", text=TWO_SEEDS.format(name="jobs", expect="{max_accuracy_drop: 100}"))

@@ -15,13 +15,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-__all__ = ["Protocol", "RunPoint", "Compress", "ComparisonFigure", "ordered"]
+__all__ = ["Protocol", "RunPoint", "Compress", "ComparisonFigure", "ordered", "start_of", "labelled", "rate_of_record"]
 
 
 @dataclass(frozen=True)
 class RunPoint:
     """One run of a suite: a protocol, a method, a structure, a rate (None
-    when the protocol finds it) and a seed."""
+    when the protocol finds it), a seed, and where the model starts."""
 
     protocol: str
     method: str
@@ -30,12 +30,17 @@ class RunPoint:
     seed: int
     #: training budget in epochs when the suite lists several (``budgets:``); None: the suite's one
     budget: float | None = None
+    #: where the method's model starts (the suite's ``start:``): ``dense``, the cached dense
+    #: model, or ``scratch``, a fresh initialisation seeded with ``seed``
+    start: str = "dense"
 
     @property
     def id(self) -> str:
         rate = f"-{self.rate:g}x" if self.rate is not None else ""
         budget = f"-b{self.budget:g}" if self.budget is not None else ""
-        return f"{self.method}-{self.structure}{rate}{budget}-s{self.seed}"
+        # only from-scratch points say so: the ids of prune-after-training points stay as they were
+        start = f"-{self.start}" if self.start != "dense" else ""
+        return f"{self.method}-{self.structure}{rate}{budget}{start}-s{self.seed}"
 
 
 #: compress the point's dense model to a rate; returns the record fields of that
@@ -85,8 +90,19 @@ class Protocol(ABC):
 
     def identity(self, point: RunPoint) -> dict:
         """What, besides method, structure, seed, budget and data, makes this
-        point distinct: the fields ``rate`` and ``search`` of its identity hash."""
-        return {"rate": point.rate, "search": None}
+        point distinct: the fields ``rate`` and ``search`` of its identity hash
+        (and ``rate_of`` where the rate is not of weights)."""
+        return {"rate": point.rate, "search": None, **self.rate_of_identity()}
+
+    @property
+    def rate_of(self) -> str:
+        """What the protocol's rates divide: ``weights`` or ``macs`` (its spec's ``rate_of``)."""
+        return getattr(self.spec, "rate_of", "weights")
+
+    def rate_of_identity(self) -> dict:
+        """``{"rate_of": ...}`` for a rate not of weights; empty otherwise, so the
+        keys of weight-rate points stay as they were."""
+        return {} if self.rate_of == "weights" else {"rate_of": self.rate_of}
 
     @abstractmethod
     def run(self, point: RunPoint, compress: Compress, dense_value: float, metric: str) -> dict:
@@ -180,6 +196,25 @@ class Protocol(ABC):
         from prunebench.report.stats import stat_of
 
         return [ComparisonFigure(metric, stat_of(records, lambda r: num(dig(r, "metrics", metric))), acc2)]
+
+
+def rate_of_record(record: Mapping) -> str:
+    """What a record's target rate divides: ``weights`` (also every record from before
+    MACs targets) or ``macs``."""
+    target = record.get("target")
+    return str((target.get("rate_of") if isinstance(target, Mapping) else None) or "weights")
+
+
+def start_of(record: Mapping) -> str:
+    """Where a record's model started: ``dense`` (also every record from before starts
+    were recorded) or ``scratch``."""
+    return str(record.get("start") or "dense")
+
+
+def labelled(label: str, record: Mapping) -> str:
+    """A method's table label, marked when it trained from scratch: the same method from
+    two starts is two rows, never one row mixing them."""
+    return label if start_of(record) == "dense" else f"{label} (from {start_of(record)})"
 
 
 def ordered(names) -> list[str]:

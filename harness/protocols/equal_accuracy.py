@@ -44,9 +44,9 @@ from prunebench.report.cells import (
 )
 from prunebench.report.stats import geometric, mean_of, over_seeds, paired, stat_of
 
-from prunebench.target import StructureName
+from prunebench.target import RateOf, StructureName
 
-from .base import ComparisonFigure, Protocol, RunPoint
+from .base import ComparisonFigure, Protocol, RunPoint, labelled, rate_of_record, start_of
 from .equal_compression import check_distinct_structures, check_expect_structures
 
 __all__ = ["EqualAccuracy", "EqualAccuracySpec", "AccuracyExpect", "Search", "SearchStep", "SearchResult",
@@ -89,6 +89,9 @@ class EqualAccuracySpec(Validated):
     #: training data by the task: task.validation_fraction) or ``test``; the
     #: test metrics are reported at the rate found either way
     decide_on: Literal["test", "validation"] = "test"
+    #: what the searched rate divides: ``weights`` or ``macs`` (a compute reduction, dense
+    #: MACs / compressed MACs per sample; prunebench.macs)
+    rate_of: RateOf = "weights"
 
     def __post_init__(self):
         super().__post_init__()
@@ -246,7 +249,7 @@ class EqualAccuracy(Protocol):
             search["decide_on"] = s.decide_on
         if s.search.parallel > 1:  # another algorithm, another answer within the same resolution
             search["parallel"] = s.search.parallel
-        return {"rate": None, "search": search}
+        return {"rate": None, "search": search, **self.rate_of_identity()}
 
     def run(self, point, compress, dense_value, metric) -> dict:
         from prunebench.records import SearchSummary
@@ -303,15 +306,25 @@ class EqualAccuracy(Protocol):
         return headlines(records, primary_only=True)
 
     @classmethod
+    def table_header(cls, records: Sequence[Mapping], metric: str) -> tuple[list[str], str]:
+        names, aligns = super().table_header(records, metric)
+        if records and all(rate_of_record(r) == "macs" for r in records):  # the rates are compute reductions
+            names = [n.replace("Rate found", "MACs reduction found").replace("Rate ", "MACs reduction ", 1)
+                     if n.startswith("Rate") else n for n in names]
+        return names, aligns
+
+    @classmethod
     def rows(cls, records: Sequence[Mapping], metric: str, structure: str) -> list[Row]:
         columns = cls.hardware_columns(records)
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
-            groups[(method_label(rec), quant_label(rec), num(rec.get("budget_epochs")) or 0.0)].append(rec)
+            groups[(labelled(method_label(rec), rec), quant_label(rec), num(rec.get("budget_epochs")) or 0.0,
+                    rate_of_record(rec))].append(rec)
         ladder = len(budgets_of(records)) > 1
         reference = reference_method(records)
+        mixed = len({rate_of_record(r) for r in records}) > 1
         rows = []
-        for (method, quant, budget), recs in groups.items():
+        for (method, quant, budget, quantity), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             found = [r for r in valid if rate_found_of(r) is not None]
@@ -323,7 +336,10 @@ class EqualAccuracy(Protocol):
             # a search spends epochs on every probe: show its total when recorded
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent_total", r.get("epochs_spent"))))
             rate_mean, rate_ci = geo_cells(rate)
-            cells = [f"{method} + {quant}" if quant else method, *([sig(budget, trim=True)] if ladder else []),
+            label = f"{method} + {quant}" if quant else method
+            if mixed and quantity != "weights":  # a table of one quantity says so in its header
+                label = f"{label} ({'MACs' if quantity == 'macs' else quantity} rate)"
+            cells = [label, *([sig(budget, trim=True)] if ladder else []),
                      rate_mean, rate_ci,
                      seeds_cell(over_seeds(found, rate_found_of), lambda v: sig(v), missing),
                      sd_cell(value, acc2), sd_cell(delta, signed2, acc2)]
@@ -331,8 +347,9 @@ class EqualAccuracy(Protocol):
                 if method_name(valid[0] if valid else recs[0]) == reference:
                     cells.append("reference")
                 else:
+                    start = start_of(valid[0] if valid else recs[0])
                     ref = [r for r in records if not is_error(r) and method_name(r) == reference
-                           and quant_label(r) == quant and (num(r.get("budget_epochs")) or 0.0) == budget]
+                           and start_of(r) == start and rate_of_record(r) == quantity and quant_label(r) == quant and (num(r.get("budget_epochs")) or 0.0) == budget]
                     cells.append(paired_cell(paired(found, ref, rate_found_of, log=True), sig, log=True))
             cells += [*headline_cells(found, columns), DASH if runs is None else sig(runs, trim=True),
                       f"{len(found)} of {len(valid)}", DASH if epochs is None else sig(epochs, trim=True),
@@ -381,7 +398,7 @@ class EqualAccuracy(Protocol):
         model, head = primary[0]  # the main figure of the first model that declares one
         by_method: dict[str, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
         for rec in ea:
-            by_method[method_label(rec)][structure_of(rec)].append(rec)
+            by_method[labelled(method_label(rec), rec)][structure_of(rec)].append(rec)
         header = ["Method"]
         for st in structures:
             header += [f"{st}: rate found", f"{st}: {head.label}"]

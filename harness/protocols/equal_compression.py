@@ -32,9 +32,9 @@ from prunebench.report.cells import (
     times,
 )
 from prunebench.report.stats import mean_of, over_seeds, paired, stat_of
-from prunebench.target import StructureName
+from prunebench.target import RateOf, StructureName
 
-from .base import Protocol, RunPoint
+from .base import Protocol, RunPoint, labelled, rate_of_record, start_of
 
 __all__ = ["EqualCompression", "EqualCompressionSpec", "CompressionExpect", "check_distinct_structures",
            "check_expect_structures"]
@@ -84,6 +84,9 @@ class EqualCompressionSpec(Validated):
     structure: Annotated[tuple[StructureName, ...], MinLen(1)]
     rates: Annotated[tuple[Annotated[float, Ge(1)], ...], MinLen(1)]
     expect: CompressionExpect = CompressionExpect()
+    #: what the rates divide: ``weights`` (total / nonzero weights of the compressible
+    #: layers) or ``macs`` (dense MACs / compressed MACs per sample; prunebench.macs)
+    rate_of: RateOf = "weights"
 
     def __post_init__(self):
         super().__post_init__()
@@ -114,6 +117,14 @@ class EqualCompression(Protocol):
         return [RunPoint(self.name, method, structure, rate, seed)
                 for structure in self.spec.structure for rate in self.spec.rates for seed in seeds]
 
+    @classmethod
+    def table_header(cls, records: Sequence[Mapping], metric: str) -> tuple[list[str], str]:
+        names, aligns = super().table_header(records, metric)
+        if records and all(rate_of_record(r) == "macs" for r in records):  # the rates are compute reductions
+            names = [{"Target": "Target (MACs reduction)",
+                      "Achieved (target layers)": "Achieved (MACs reduction, harness count)"}.get(n, n) for n in names]
+        return names, aligns
+
     def run(self, point, compress, dense_value, metric) -> dict:
         return {**compress(point.rate), "search": None}
 
@@ -137,34 +148,43 @@ class EqualCompression(Protocol):
         groups: dict[tuple, list[Mapping]] = defaultdict(list)
         for rec in records:
             rate = num(dig(rec, "target", "rate"))
-            groups[(method_label(rec), rate if rate is not None else math.inf, quant_label(rec),
-                    num(rec.get("budget_epochs")) or 0.0)].append(rec)
+            groups[(labelled(method_label(rec), rec), rate if rate is not None else math.inf, quant_label(rec),
+                    num(rec.get("budget_epochs")) or 0.0, rate_of_record(rec))].append(rec)
         columns = cls.hardware_columns(records)
         ladder = len(budgets_of(records)) > 1
         reference = reference_method(records)
+        # a table of MACs rates says so in its header; a mixed one on each MACs cell
+        mixed = len({rate_of_record(r) for r in records}) > 1
 
         def value_of(r):
             return num(dig(r, "metrics", metric))
 
         rows = []
-        for (method, rate, quant, budget), recs in groups.items():
+        for (method, rate, quant, budget, quantity), recs in groups.items():
             valid = [r for r in recs if not is_error(r)]
             errors = len(recs) - len(valid)
             target = DASH if rate == math.inf else f"{sig(rate, trim=True)}×"
+            if quantity != "weights" and mixed and rate != math.inf:
+                target = f"{target} {'MACs' if quantity == 'macs' else quantity}"
+            # the achieved column is of the rate's quantity: the harness's MACs count for a MACs target
+            achieved = (lambda r: num(dig(r, "macs", "macs_reduction_x"))) if quantity == "macs" \
+                else (lambda r: num(r.get("achieved_rate")))
             if quant:
                 target = f"{target} + {quant}" if rate != math.inf else quant
             value = over_seeds(valid, value_of)
             delta = over_seeds(valid, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
             epochs = mean_of(valid, lambda r: num(r.get("epochs_spent")))
             cells = [method, target, *([sig(budget, trim=True)] if ladder else []),
-                     times(mean_of(valid, lambda r: num(r.get("achieved_rate")))),
+                     times(mean_of(valid, achieved)),
                      times(mean_of(valid, lambda r: num(dig(r, "whole_model", "effective_rate")))),
                      sd_cell(value, acc2), ci_cell(value, acc2), seeds_cell(value, acc2), sd_cell(delta, signed2, acc2)]
             if reference is not None:
                 if method_name(valid[0] if valid else recs[0]) == reference:
                     cells.append("reference")
-                else:  # the reference's runs of the same target, structure and seeds
+                else:  # the reference's runs of the same target, structure, start and seeds
+                    start = start_of(valid[0] if valid else recs[0])
                     ref = [r for r in records if not is_error(r) and method_name(r) == reference
+                           and start_of(r) == start and rate_of_record(r) == quantity
                            and num(dig(r, "target", "rate")) == (None if rate == math.inf else rate)
                            and quant_label(r) == quant and (num(r.get("budget_epochs")) or 0.0) == budget]
                     cells.append(paired_cell(paired(valid, ref, value_of), signed2))
@@ -175,6 +195,47 @@ class EqualCompression(Protocol):
                             mean_of(valid, size_bits)))
         rows.sort(key=lambda r: r.sort_key)
         return rows
+
+    @classmethod
+    def sections(cls, records: Sequence[Mapping]) -> list[str]:
+        """Where a suite trains from scratch: each arm's epochs since random
+        initialisation and its wall time beside its accuracy, so equal total
+        epochs and end-to-end time can be read off (the ClickTrain claim)."""
+        from prunebench.report.cells import structure_of, table
+
+        ec = [r for r in records if r.get("protocol") == cls.name and not is_error(r)]
+        if not any(start_of(r) != "dense" for r in ec):
+            return []
+        metric = str(ec[0].get("primary_metric") or "top1")
+        groups: dict[tuple, list[Mapping]] = defaultdict(list)
+        for rec in ec:
+            rate = num(dig(rec, "target", "rate"))
+            groups[(structure_of(rec), rate if rate is not None else math.inf, start_of(rec),
+                    labelled(method_label(rec), rec), quant_label(rec))].append(rec)
+        rows = []
+        for (structure, rate, start, method, quant), recs in sorted(groups.items()):
+            value = over_seeds(recs, lambda r: num(dig(r, "metrics", metric)))
+            delta = over_seeds(recs, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
+            cells = [structure, DASH if rate == math.inf else f"{sig(rate, trim=True)}×" + (f" + {quant}" if quant else ""),
+                     method, start]
+            for key in ("epochs_from_init", "budget_epochs", "method_wall_time_s", "end_to_end_time_s"):
+                mean = mean_of(recs, lambda r, k=key: num(r.get(k)))
+                cells.append(DASH if mean is None else sig(mean, trim=True))
+            cells += [sd_cell(value, acc2), sd_cell(delta, signed2, acc2), str(len(recs))]
+            rows.append(cells)
+        header = ["Structure", "Target", "Method", "Start", "Epochs from init", "Budget (epochs)", "Method wall (s)",
+                  "End to end (s)", f"{metric} (mean ± SD)", "Δ vs dense (pts)", "Seeds"]
+        return [
+            "## From scratch and after training: total epochs and wall time",
+            "",
+            "Start `scratch`: the method trained a fresh initialisation (seeded like the dense model's) within its "
+            "budget; `dense`: it started from the trained dense model, whose epochs count in *Epochs from init* "
+            "and whose training time (as cached) counts in *End to end*. Accuracy drops are against the dense "
+            "model either way.",
+            "",
+            *table(header, "llllrrrrrrr", rows),
+            "",
+        ]
 
     @classmethod
     def cell_target(cls, record: Mapping) -> str:

@@ -53,6 +53,7 @@ from .cells import (
     table,
 )
 from .plots import budget_png, pareto_png
+from .macs_curve import macs_section
 from .recall import recall_section
 from .stats import Stat, mean_ci, stat_of
 
@@ -223,13 +224,18 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     budget_lines, budget_png = _budget_section(kept, metric, dense, base)
     # per-class recall distortion (prunebench.report.recall): classification records only
     recall_lines, recall_png = recall_section(kept, base, suite + (" (smoke)" if smoke else ""))
+    # suites whose rates are MACs reductions: accuracy against the counted reduction, per method
+    macs_lines, macs_png = macs_section(kept, metric, None if dense is None else dense.mean, base,
+                                        suite + (" (smoke)" if smoke else ""))
     footer_at = len(lines) - len(_footer(records))
-    lines[footer_at:footer_at] = budget_lines + recall_lines
+    lines[footer_at:footer_at] = budget_lines + recall_lines + macs_lines
     extra = {f"{base}-pareto.png": png} if png is not None else {}
     if budget_png is not None:
         extra[f"{base}-budget.png"] = budget_png
     if recall_png is not None:
         extra[f"{base}-recall.png"] = recall_png
+    if macs_png is not None:
+        extra[f"{base}-macs.png"] = macs_png
     return "\n".join(lines) + "\n", extra
 
 
@@ -356,7 +362,7 @@ def stored_form(record: Any) -> dict:
 
 
 def _is_generated(path: Path) -> bool:
-    if path.name.endswith(("-pareto.png", "-budget.png", "-recall.png")):
+    if path.name.endswith(("-pareto.png", "-budget.png", "-recall.png", "-macs.png")):
         return True
     if path.suffix != ".md":
         return False

@@ -13,7 +13,7 @@ from prunebench.protocols.base import ordered
 from .cells import Row, acc2, headline_value, headlines
 from .stats import Stat, mean_of
 
-__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style", "recall_png"]
+__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style", "recall_png", "macs_png"]
 
 
 def protocol_style(name: str):
@@ -241,6 +241,54 @@ def recall_png(title: str, panels: Sequence[tuple[str, Sequence[tuple]]]) -> byt
         if title:
             fig.suptitle(title, fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.95 if title else 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def macs_png(title: str, curves: Mapping[str, Mapping[str, Sequence[tuple]]], metric: str,
+             dense_mean: float | None) -> bytes | None:
+    """Primary metric against the counted MACs reduction (prunebench.report.macs_curve):
+    one panel per structure, one line per method (mean over seeds per target), the
+    dense model at 1x."""
+    if not curves:
+        return None
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    structures = sorted(curves)
+    with matplotlib.style.context("default"):
+        cols = min(3, len(structures))
+        nrows = math.ceil(len(structures) / cols)
+        fig = Figure(figsize=(3.8 * cols + 2.4, 3.2 * nrows + 0.6), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        for k, structure in enumerate(structures):
+            ax = axes[k // cols][k % cols]
+            for method in sorted(curves[structure]):
+                pts = sorted((x, y) for _, x, y, *_ in curves[structure][method])
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=4, linewidth=1,
+                        color=method_colour(method), label=method)
+            if dense_mean is not None:
+                ax.plot([1.0], [dense_mean], marker="*", markersize=10, color="black", linestyle="none", label="dense")
+            ax.set_title(structure, fontsize=9)
+            ax.set_xlabel("MACs reduction (dense / compressed, ×)", fontsize=8)
+            ax.set_ylabel(f"{metric} (%)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, linewidth=0.3)
+        for k in range(len(structures), nrows * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 0.95 if title else 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()

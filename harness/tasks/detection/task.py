@@ -218,6 +218,33 @@ class DetectionTask(Task):
         super().__init__(config, data_root=data_root, device=device)
         if self.config.data.is_kitti:
             self.primary_metric = "AP_R40_moderate"
+        #: factor on each side of image_size (input_scaled); 1.0: the suite's size
+        self._input_scale = 1.0
+        #: example inputs made at other scales, by (max_h, max_w)
+        self._scaled_examples: dict = {}
+
+    @contextlib.contextmanager
+    def input_scaled(self, scale: float) -> Iterator[None]:
+        """Inside the block images are resized to fit ``scale`` x image_size (each
+        side rounded), for training, evaluation and ``example_input``: the input
+        resolution of an input-scaling baseline (:mod:`prunebench.macs`).  Outside,
+        the suite's size again."""
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            raise ValueError(f"input_scaled: expected a scale in (0, 1], got {scale!r}")
+        previous = self._input_scale
+        self._input_scale = float(scale)
+        try:
+            yield
+        finally:
+            self._input_scale = previous
+
+    def _fit_size(self) -> tuple[int, int]:
+        """(max_h, max_w) images are resized to fit at the current input scale."""
+        max_h, max_w = self.config.image_size
+        scale = getattr(self, "_input_scale", 1.0)
+        if scale == 1.0:
+            return max_h, max_w
+        return max(1, round(max_h * scale)), max(1, round(max_w * scale))
 
     # ---------------------------------------------------------------- data
     def prepare(self) -> None:
@@ -265,7 +292,10 @@ class DetectionTask(Task):
 
     def _load_image(self, image: _Image) -> tuple[torch.Tensor, tuple[float, float]]:
         """uint8 BGR (3, h, w) resized to fit image_size, and (w_scale, h_scale)."""
-        hit = self._pixels.get(image.path)
+        max_h, max_w = self._fit_size()
+        # keyed by size too: an input-scaled run reads the same files at another size
+        key = image.path if (max_h, max_w) == tuple(self.config.image_size) else (image.path, max_h, max_w)
+        hit = self._pixels.get(key)
         if hit is not None:
             return hit
         from PIL import Image
@@ -275,7 +305,6 @@ class DetectionTask(Task):
                 rgb = im.convert("RGB")
         except FileNotFoundError:
             raise DatasetUnavailable(self.config.data.name, [str(image.path)], "the image listed in the annotations is missing") from None
-        max_h, max_w = self.config.image_size
         scale = min(max_h / image.height, max_w / image.width)
         new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
         if (new_w, new_h) != rgb.size:
@@ -284,7 +313,7 @@ class DetectionTask(Task):
         pixels = torch.from_numpy(np.asarray(rgb)[:, :, ::-1].copy()).permute(2, 0, 1).contiguous()
         out = (pixels, (new_w / image.width, new_h / image.height))
         if self._cache_pixels:
-            self._pixels[image.path] = out
+            self._pixels[key] = out
         return out
 
     def _batch(self, images: Sequence[_Image], with_gt: bool) -> dict:
@@ -399,11 +428,20 @@ class DetectionTask(Task):
         ``forward(inputs, data_samples, mode)`` takes it."""
         from mmdet.registry import MODELS
 
-        if not hasattr(self, "_example"):
+        def make() -> tuple:
             pre = MODELS.build(dict(self._model_cfg["data_preprocessor"]))
             data = pre(self._batch(self.val[:1], with_gt=False), False)
-            self._example = (data["inputs"], data["data_samples"])
-        inputs, samples = self._example
+            return (data["inputs"], data["data_samples"])
+
+        size = self._fit_size()
+        if size != tuple(self.config.image_size):  # at an input scale (input_scaled)
+            if size not in self._scaled_examples:
+                self._scaled_examples[size] = make()
+            inputs, samples = self._scaled_examples[size]
+        else:
+            if not hasattr(self, "_example"):
+                self._example = make()
+            inputs, samples = self._example
         return (inputs.to(self.device), samples, "tensor")
 
     def data_fingerprint(self) -> dict[str, Any]:
