@@ -301,6 +301,19 @@ def test_structured_vs_unstructured_section():
     assert cells[5] == "unstructured"
 
 
+def test_structure_section_averages_rates_geometrically_and_counts_seeds():
+    recs = []
+    for seed, found in enumerate((4.0, 16.0, None)):
+        recs.append(make_record(protocol="equal_accuracy", structure="unstructured", rate=None, seed=seed,
+                                rate_found=found))
+        recs.append(make_record(protocol="equal_accuracy", structure="filter", rate=None, seed=seed, rate_found=None))
+    section = render(recs)[f"{SUITE}.md"].split("## Structured vs non-structured at equal accuracy", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| magnitude v1"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "8.00× (2 of 3 seeds)"  # sqrt(4 * 16), not (4 + 16) / 2
+    assert cells[3] == "— (0 of 3 seeds)"
+
+
 def test_structure_section_absent_without_both_kinds():
     recs = [make_record(protocol="equal_accuracy", structure="unstructured", rate=None, rate_found=40.0)]
     assert "Structured vs non-structured" not in render(recs)[f"{SUITE}.md"]

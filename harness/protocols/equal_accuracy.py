@@ -20,7 +20,6 @@ from prunebench.report.cells import (
     Row,
     acc2,
     dig,
-    fmt_stat,
     geo_cells,
     is_error,
     method_label,
@@ -42,7 +41,7 @@ from prunebench.report.cells import (
     structure_of,
     table,
 )
-from prunebench.report.stats import geometric, mean_of, over_seeds, paired, stat_of
+from prunebench.report.stats import geometric, mean_of, over_seeds, paired, seed_key, stat_of
 
 from prunebench.target import RateOf, StructureName
 
@@ -409,9 +408,16 @@ class EqualAccuracy(Protocol):
             cells = [method]
             best, best_v = DASH, None
             for st in structures:
-                found = [r for r in by_method[method].get(st, []) if rate_found_of(r) is not None]
+                runs = by_method[method].get(st, [])
+                found = [r for r in runs if rate_found_of(r) is not None]
                 value = mean_of(found, lambda r: headline_value(r, model, head))
-                cells += [fmt_stat(stat_of(found, rate_found_of), sig), headline_cell(head, value)]
+                # rates compose by ratio: the geometric mean, as in the protocol's own table
+                rate, _ = geo_cells(geometric(over_seeds(found, rate_found_of)))
+                seeds_with = len({seed_key(r) for r in found})
+                seeds_all = len({seed_key(r) for r in runs})
+                if runs and seeds_with < seeds_all:  # "k of n" says what "(n=1)" would
+                    rate = f"{rate.removesuffix(' (n=1)')} ({seeds_with} of {seeds_all} seeds)"
+                cells += [rate, headline_cell(head, value)]
                 if value is not None and (best_v is None or sign * value > sign * best_v):
                     best, best_v = st, value
             cells.append(best)
