@@ -188,17 +188,22 @@ def budget_png(cells: Mapping, budgets: Sequence[float], metric: str, dense: Sta
             ax.grid(True, which="both", linewidth=0.3)
         for k in range(len(structures), nrows * cols):
             axes[k // cols][k % cols].set_visible(False)
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        _shared_legend(fig)
         fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
+
+
+def _shared_legend(fig) -> None:
+    """One legend on the figure's right for every panel's labelled lines, each label once."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
 
 
 def recall_png(title: str, panels: Sequence[tuple[str, Sequence[tuple]]]) -> bytes | None:
@@ -279,13 +284,7 @@ def macs_png(title: str, curves: Mapping[str, Mapping[str, Sequence[tuple]]], me
             ax.grid(True, linewidth=0.3)
         for k in range(len(structures), nrows * cols):
             axes[k // cols][k % cols].set_visible(False)
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        _shared_legend(fig)
         if title:
             fig.suptitle(title, fontsize=10)
         fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 0.95 if title else 1))
