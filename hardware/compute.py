@@ -174,37 +174,14 @@ def count_macs(model, example_input, layers=None) -> MacsCount:
     """MACs per sample of ``model``'s Conv2d / Linear layers (``layers``: by
     name, default all) on ``example_input`` (a tensor, or a tuple of
     positional arguments), summed over every call of each module."""
-    import torch
     from torch import nn
+
+    from prunebench.artifact import profile_calls
 
     modules = dict(model.named_modules())
     names = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))] if layers is None else list(layers)
-    positions = dict.fromkeys(names, 0)
-
-    def hook(name):
-        def fn(module, inputs, output):
-            batch = max(int(output.shape[0]), 1) if output.dim() > 1 else 1
-            if isinstance(module, nn.Conv2d):
-                per_call = output.numel() // (batch * output.shape[1])  # out_h * out_w
-            else:  # Linear: one use per leading position
-                per_call = output.numel() // (batch * output.shape[-1]) if output.dim() > 1 else 1
-            positions[name] += int(per_call)
-
-        return fn
-
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(example_input, torch.Tensor):
-                model(example_input)
-            else:
-                model(*example_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    calls = profile_calls(model, names, example_input)
+    positions = {n: calls[n].output_positions if n in calls else 0 for n in names}
     per_layer = {}
     dense = compact = 0
     for n in names:

@@ -92,7 +92,8 @@ class SNNModel(HardwareModel):
                     "ann_energy_pj", "energy_reduction_vs_ann_x", "spike_rate_mean", "time_steps")
         figs.update(dict.fromkeys(activity))
         stats = model.snn_stats() if model is not None and hasattr(model, "snn_stats") else None
-        figs["ann_dense_macs"] = sum(layer.dense_macs for layer in artifact.layers)
+        # one pass of the ANN: each layer's MACs of one call
+        figs["ann_dense_macs"] = sum(layer.numel * layer.positions_per_call for layer in artifact.layers)
         if stats is None:
             return figs
         from prunebench.tasks.classification.snn import (
@@ -131,15 +132,16 @@ class SNNModel(HardwareModel):
         sops = sops_dense = analog = 0.0
         for layer in artifact.layers:
             rate = stats.input_rate(layer.name)
+            per_call = layer.positions_per_call  # the artifact sums positions over calls; stats count calls
             if rate is None:  # a layer the model did not report: counted dense, analog, once
-                analog += layer.nonzeros * layer.output_positions
+                analog += layer.nonzeros * per_call
                 continue
             calls = stats.synapse_calls.get(layer.name, T)
-            remaining = layer.nonzeros * layer.output_positions
+            remaining = layer.nonzeros * per_call
             figs[f"layer.{layer.name}.input_spike_rate"] = rate if stats.spiking_inputs.get(layer.name) else None
             if stats.spiking_inputs.get(layer.name):
                 sops += calls * rate * remaining
-                sops_dense += calls * rate * layer.dense_macs
+                sops_dense += calls * rate * layer.numel * per_call
             else:
                 analog += calls * remaining
         figs["synaptic_ops"] = sops

@@ -20,11 +20,73 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LayerRecord", "CompressedModel"]
+__all__ = ["LayerRecord", "CompressedModel", "LayerCalls", "profile_calls"]
 
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerCalls:
+    """What one forward pass showed of a layer: the feature-map shapes of its
+    first call (batch dropped) and its output positions per sample summed over
+    every call (a module called T times, as an SNN layer over T time steps or a
+    detection head shared across pyramid levels, uses each weight that many
+    more times)."""
+
+    input_shape: tuple
+    output_shape: tuple
+    output_positions: int
+    calls: int
+
+
+def _positions_per_call(module: nn.Module, output: torch.Tensor) -> int:
+    """How often one sample uses each weight in one call: out_h * out_w for a
+    conv, the product of the leading dims for a linear layer."""
+    shape = tuple(output.shape[1:])
+    if isinstance(module, nn.Conv2d):
+        return math.prod(shape[1:])
+    return math.prod(shape[:-1]) if len(shape) > 1 else 1
+
+
+def profile_calls(model: nn.Module, layer_names: Sequence[str], example_input) -> dict[str, LayerCalls]:
+    """One forward pass of ``model`` in eval mode with no grad on
+    ``example_input`` (a tensor, or a tuple of positional arguments); per
+    layer that was called, its :class:`LayerCalls`.  The model's train/eval
+    mode is restored.  The one place the harness counts weight uses, for the
+    artifact's MACs and :func:`prunebench.hardware.compute.count_macs` alike."""
+    modules = dict(model.named_modules())
+    missing = [n for n in layer_names if n not in modules]
+    if missing:
+        raise KeyError(f"layers not in the model: {', '.join(missing)}")
+    first: dict[str, tuple] = {}
+    positions: dict[str, int] = {}
+    calls: dict[str, int] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            if name not in first:
+                first[name] = (tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
+            positions[name] = positions.get(name, 0) + _positions_per_call(module, output)
+            calls[name] = calls.get(name, 0) + 1
+
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in layer_names]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example_input, torch.Tensor):
+                model(example_input)
+            else:
+                model(*example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: LayerCalls(*first[n], positions[n], calls[n]) for n in layer_names if n in first}
 
 
 @dataclass
@@ -33,7 +95,9 @@ class LayerRecord:
 
     ``weight_shape`` is (F, C/groups, kh, kw) for conv and (out, in) for linear.
     ``output_positions`` is how many times each weight is used per sample
-    (out_h * out_w for conv; the product of the leading dims for linear).
+    (out_h * out_w for conv; the product of the leading dims for linear),
+    summed over the ``calls`` the layer gets per sample (an SNN layer runs once
+    per time step, a shared detection head once per pyramid level).
     ``codes``/``codebook``: weight == codebook[codes]; None when not quantized.
     ``weight_bits`` is None when the weights are stored as fp32.
     """
@@ -54,6 +118,12 @@ class LayerRecord:
     weight_bits: int | None = None
     structure: str = "unstructured"
     has_bias: bool = False
+    calls: int = 1
+
+    @property
+    def positions_per_call(self) -> float:
+        """Output positions of one call (the first call's, when every call has the same shape)."""
+        return self.output_positions / max(self.calls, 1)
 
     @property
     def numel(self) -> int:
@@ -128,49 +198,25 @@ class CompressedModel:
         model_name: str = "",
         metadata: dict | None = None,
     ) -> "CompressedModel":
-        """Describe ``layer_names`` of ``model``; one forward pass records shapes."""
+        """Describe ``layer_names`` of ``model``; one forward pass records shapes
+        (of each layer's first call) and output positions (over all its calls)."""
         modules = dict(model.named_modules())
-        missing = [n for n in layer_names if n not in modules]
-        if missing:
-            raise KeyError(f"layers not in the model: {', '.join(missing)}")
-        shapes: dict[str, tuple] = {}
-
-        def hook(name):
-            def fn(module, inputs, output):
-                if name not in shapes:
-                    shapes[name] = (tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
-
-            return fn
-
-        handles = [modules[n].register_forward_hook(hook(n)) for n in layer_names]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                if isinstance(example_input, torch.Tensor):
-                    model(example_input)
-                else:
-                    model(*example_input)
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
+        profile = profile_calls(model, layer_names, example_input)
 
         records = []
         for name in layer_names:
             module = modules[name]
             weight = module.weight.detach().to("cpu", torch.float32).clone()
-            if name not in shapes:
+            if name not in profile:
                 raise RuntimeError(f"layer {name!r} was not called on the example input")
-            in_shape, out_shape = shapes[name]
+            in_shape, out_shape, positions = (profile[name].input_shape, profile[name].output_shape,
+                                              profile[name].output_positions)
             if isinstance(module, nn.Conv2d):
                 kind = "conv"
-                positions = math.prod(out_shape[1:])
                 stride, padding = tuple(module.stride), tuple(module.padding) if not isinstance(module.padding, str) else ()
                 groups = module.groups
             elif isinstance(module, nn.Linear):
                 kind = "linear"
-                positions = math.prod(out_shape[:-1]) if len(out_shape) > 1 else 1
                 stride, padding, groups = (), (), 1
             else:
                 raise TypeError(f"layer {name!r} is a {type(module).__name__}; only Conv2d and Linear are supported")
@@ -187,6 +233,7 @@ class CompressedModel:
                     input_shape=tuple(in_shape),
                     output_shape=tuple(out_shape),
                     output_positions=int(positions),
+                    calls=int(profile[name].calls),
                     mask=mask,
                     weight=weight,
                     stride=stride,

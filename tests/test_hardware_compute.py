@@ -119,6 +119,36 @@ def test_grouped_conv_and_sequence_linear():
     assert s["dense_macs"] == 2_560
 
 
+class SharedHead(nn.Module):
+    """One conv applied to two feature maps of different sizes, as a detection
+    head shared across pyramid levels; then a linear layer called three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        small = nn.functional.avg_pool2d(x, 2)
+        a, b = self.head(x).mean((2, 3)), self.head(small).mean((2, 3))
+        return self.fc(a) + self.fc(b) + self.fc(a * b)
+
+
+def test_a_layer_called_more_than_once_counts_every_call():
+    from prunebench.hardware.compute import count_macs
+
+    model, x = SharedHead(), torch.randn(1, 4, 8, 8)
+    art = CompressedModel.from_model(model, ["head", "fc"], x)
+    head = art["head"]
+    assert (head.calls, head.output_positions) == (2, 64 + 16)  # 8x8 then 4x4 positions
+    assert head.input_shape == (4, 8, 8)  # shapes are the first call's
+    assert art["fc"].calls == 3
+    s = ComputeModel().score(art)
+    assert s["dense_macs"] == hooked_macs(model, x) == 8 * 4 * 9 * 80 + 2 * 8 * 3
+    assert count_macs(model, x).dense_macs == s["dense_macs"]
+    assert art["head"].positions_per_call == 40
+
+
 def test_zero_denominators_are_none():
     model = lenet5()
     with torch.no_grad():

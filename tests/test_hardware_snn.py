@@ -48,14 +48,17 @@ def test_figures_by_hand():
     assert figs["membrane_memory_dense_bits"] == 32 * (n1 + n2 + n3)
     assert figs["membrane_access_bits"] == 2 * 3 * figs["membrane_memory_bits"]
     assert figs["layer.lif1.membrane_bits"] == 4 and figs["layer.lif1.membrane_levels"] <= 16
-    # conv1 is fed the analog image once; conv2, fc1, fc2 are fed spikes on 3 steps
+    # conv1 is fed the analog image once; conv2, fc1, fc2 are fed spikes on 3 steps,
+    # and the artifact's positions sum the calls of its probe forward pass
+    assert [art[n].calls for n in LAYERS] == [1, 3, 3, 3]
+    assert art["conv2"].output_positions == 3 * art["conv2"].positions_per_call
     assert figs["analog_macs"] == art["conv1"].nonzeros * art["conv1"].output_positions
-    expect = sum(3 * stats.input_rate(n) * art[n].nonzeros * art[n].output_positions for n in LAYERS[1:])
-    dense = sum(3 * stats.input_rate(n) * art[n].dense_macs for n in LAYERS[1:])
+    expect = sum(3 * stats.input_rate(n) * art[n].nonzeros * art[n].positions_per_call for n in LAYERS[1:])
+    dense = sum(3 * stats.input_rate(n) * art[n].numel * art[n].positions_per_call for n in LAYERS[1:])
     assert figs["synaptic_ops"] == pytest.approx(expect)
     assert figs["sop_reduction_x"] == pytest.approx(dense / expect)
     assert figs["sop_reduction_x"] > 1
-    assert figs["ann_dense_macs"] == sum(art[n].dense_macs for n in LAYERS)
+    assert figs["ann_dense_macs"] == sum(art[n].numel * art[n].positions_per_call for n in LAYERS)
     assert figs["energy_pj"] == pytest.approx(4.6 * figs["analog_macs"] + 0.9 * expect)
     rates = [figs[f"layer.lif{i}.spike_rate"] for i in (1, 2, 3)]
     assert all(0 <= r <= 1 for r in rates)
@@ -98,5 +101,5 @@ def test_rate_encoding_makes_the_first_layer_spike_driven():
     rate = stats.input_rate("conv1")
     assert 0.3 < rate < 0.7  # Bernoulli spikes of uniform intensities
     assert figs["layer.conv1.input_spike_rate"] == rate
-    expect = sum(3 * stats.input_rate(n) * art[n].nonzeros * art[n].output_positions for n in LAYERS)
+    expect = sum(3 * stats.input_rate(n) * art[n].nonzeros * art[n].positions_per_call for n in LAYERS)
     assert figs["synaptic_ops"] == pytest.approx(expect)
