@@ -225,9 +225,12 @@ class Suite:
         methods = list(methods) if methods else list(self.methods)
         seeds = list(seeds) if seeds is not None else list(self.seeds)
         protocols = [self.protocol(name) for name in ordered(self.protocols)]
-        points = [point for method in methods for protocol in protocols for point in protocol.points(method, seeds)]
-        if self.budgets:
-            points = [replace(point, budget=float(b)) for point in points for b in self.budgets]
+        points = []
+        for method in methods:
+            for protocol in protocols:
+                rungs = (getattr(protocol.spec, "budgets", None) or self.budgets) if self.budgets else None
+                for point in protocol.points(method, seeds):
+                    points += [replace(point, budget=float(b)) for b in rungs] if rungs else [point]
         return [replace(point, start=start) for point in points for start in self.start
                 if self.start[start] is None or point.method in self.start[start]]
 
@@ -326,6 +329,19 @@ def _parse_suite(data: Any, file: str) -> Suite:
     for i, b in enumerate(suite.budgets or ()):
         if b in (suite.budgets or ())[:i]:
             raise ConfigError(f"budgets[{i}]", f"expected distinct budgets, got {b:g} twice")
+    for name, spec in suite.protocols.items():  # a protocol may run some rungs of the ladder only
+        rungs = getattr(spec, "budgets", None)
+        if rungs is None:
+            continue
+        if not suite.budgets:
+            raise ConfigError(f"protocols.{name}.budgets", f"expected no budgets without a suite ladder "
+                                                           f"(top-level budgets:), got {list(rungs)}")
+        for i, b in enumerate(rungs):
+            if b not in suite.budgets:
+                raise ConfigError(f"protocols.{name}.budgets[{i}]", f"expected one of the suite's budgets "
+                                                                    f"{list(suite.budgets)}, got {b:g}")
+            if b in rungs[:i]:
+                raise ConfigError(f"protocols.{name}.budgets[{i}]", f"expected distinct budgets, got {b:g} twice")
     # every plugin named must exist and accept its settings
     _check_plugin("task.name", lambda: registry.tasks.get(suite.task_name))
     task_config = suite.task_config()

@@ -51,3 +51,35 @@ def test_each_point_runs_at_each_budget_and_the_page_shows_the_ladder(tmp_path, 
 def test_a_budget_listed_twice_is_refused(tmp_path):
     with pytest.raises(SuiteError, match=r"budgets\[1\]: expected distinct budgets, got 1 twice"):
         _suite(tmp_path, "[1, 1]")
+
+
+def _suite_with_rungs(tmp_path, rungs, budgets="[0.25, 1]"):
+    text = SUITE.format(budgets=budgets).replace(
+        "  equal_compression: {structure: [unstructured], rates: [8]}\n",
+        "  equal_compression: {structure: [unstructured], rates: [8]}\n"
+        f"  equal_accuracy: {{structure: [unstructured], tolerance: 5, search: {{lo: 2, hi: 8, steps: 1}}, "
+        f"budgets: {rungs}}}\n")
+    path = tmp_path / "rungs.yaml"
+    path.write_text(text)
+    return load_suite(path)
+
+
+def test_a_protocol_may_run_some_rungs_only(tmp_path):
+    some = _suite_with_rungs(tmp_path, "[1]").points()
+    ids = [p.id for p in some]
+    assert ids == ["magnitude-unstructured-8x-b0.25-s0", "magnitude-unstructured-8x-b1-s0",
+                   "magnitude-unstructured-b1-s0"]
+    # the points kept are the very points of the protocol running every rung
+    every = {p.id: p for p in _suite_with_rungs(tmp_path, "null").points()}
+    assert len(every) == 4 and "magnitude-unstructured-b0.25-s0" in every
+    assert all(every[p.id] == p for p in some)
+
+
+@pytest.mark.parametrize("rungs, budgets, message", [
+    ("[3]", "[0.25, 1]", r"protocols.equal_accuracy.budgets\[0\]: expected one of the suite's budgets \[0.25, 1.0\], got 3"),
+    ("[1, 1]", "[0.25, 1]", r"protocols.equal_accuracy.budgets\[1\]: expected distinct budgets, got 1 twice"),
+    ("[1]", "null", r"protocols.equal_accuracy.budgets: expected no budgets without a suite ladder"),
+])
+def test_bad_rungs_are_refused(tmp_path, rungs, budgets, message):
+    with pytest.raises(SuiteError, match=message):
+        _suite_with_rungs(tmp_path, rungs, budgets)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
-from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
+from prunebench.config import Between, ConfigError, Ge, MinLen, NonNegativeFloat, Validated
 from prunebench.report.cells import (
     DASH,
     budgets_of,
@@ -91,6 +91,8 @@ class EqualAccuracySpec(Validated):
     #: what the searched rate divides: ``weights`` or ``macs`` (a compute reduction, dense
     #: MACs / compressed MACs per sample; prunebench.macs)
     rate_of: RateOf = "weights"
+    #: the rungs of the suite's budget ladder this protocol runs (default: every rung)
+    budgets: tuple[NonNegativeFloat, ...] | None = None
 
     def __post_init__(self):
         super().__post_init__()

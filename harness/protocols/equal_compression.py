@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, Mapping, Sequence
 
-from prunebench.config import Between, ConfigError, Ge, MinLen, Validated
+from prunebench.config import Between, ConfigError, Ge, MinLen, NonNegativeFloat, Validated
 from prunebench.report.cells import (
     DASH,
     budgets_of,
@@ -87,6 +87,8 @@ class EqualCompressionSpec(Validated):
     #: what the rates divide: ``weights`` (total / nonzero weights of the compressible
     #: layers) or ``macs`` (dense MACs / compressed MACs per sample; prunebench.macs)
     rate_of: RateOf = "weights"
+    #: the rungs of the suite's budget ladder this protocol runs (default: every rung)
+    budgets: tuple[NonNegativeFloat, ...] | None = None
 
     def __post_init__(self):
         super().__post_init__()
