@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from prunebench.config import Between, PositiveFloat, Validated
-from prunebench.interfaces import Figure, HardwareModel
+from prunebench.interfaces import Figure, HardwareModel, Headline
 from prunebench.verify import VerificationError
 
 from ._figures import ratio
@@ -77,6 +77,17 @@ class SNNConfig(Validated):
 class SNNModel(HardwareModel):
     Config = SNNConfig
     version = "1"
+    headline = (
+        Headline("weight_memory_reduction_x", "Weight memory", "x", "higher", rank=30,
+                 note="fp32 dense SNN weight bits / nonzero weights x their bits"),
+        Headline("membrane_memory_reduction_x", "Membrane memory", "x", "higher", rank=31,
+                 note="fp32 membrane bits / stored membrane bits per time step"),
+        Headline("sop_reduction_x", "SynOps", "x", "higher", rank=32,
+                 note="synaptic operations with every weight kept / with the compressed weights, "
+                      "at the compressed model's spike rates"),
+        Headline("spike_rate_mean", "Spike rate", "%", "lower", scale=100.0, rank=33,
+                 note="spikes per neuron per time step on the test set"),
+    )
 
     def score(self, artifact: CompressedModel, *, model=None, example_input=None) -> dict[str, Figure]:
         cfg = self.config

@@ -83,3 +83,15 @@ def test_a_protocol_may_run_some_rungs_only(tmp_path):
 def test_bad_rungs_are_refused(tmp_path, rungs, budgets, message):
     with pytest.raises(SuiteError, match=message):
         _suite_with_rungs(tmp_path, rungs, budgets)
+
+
+def test_the_page_says_how_much_of_the_suite_has_run(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # records name their suite file relative to where the run started
+    suite = _suite_with_rungs(tmp_path, "[1]")
+    store = ResultStore(tmp_path / "res")
+    points = suite.points()
+    run_point(suite, points[0], RunContext(results=store, progress=False))
+    page = render(store.records())["ladder-test.md"]
+    assert "- Points run: 1 of the suite's 3 (equal compression 1 of 2; equal accuracy 0 of 1)" in page
+    (tmp_path / "rungs.yaml").write_text((tmp_path / "rungs.yaml").read_text().replace("version: 1", "version: 2"))
+    assert "Points run" not in render(store.records())["ladder-test.md"]  # the file moved on: no claim

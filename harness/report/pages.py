@@ -144,6 +144,34 @@ def _footer(records: Sequence[Mapping]) -> list[str]:
     ]
 
 
+def coverage_line(kept: Sequence[Mapping], version: Any, smoke: bool) -> str | None:
+    """"- Points run: n of N (per protocol)": how much of the suite the page
+    shows, counted against the suite file the records name (read from the
+    working directory, where the runs started); None when that file is not
+    there or has moved on to another version (the records alone cannot say)."""
+    from prunebench.suite import SuiteError, load_suite
+
+    files = {r.get("suite_file") for r in kept}
+    if len(files) != 1 or not isinstance(next(iter(files)), str) or not Path(next(iter(files))).is_file():
+        return None
+    try:
+        suite = load_suite(next(iter(files)), smoke=smoke)
+    except (SuiteError, OSError, registry.PluginError):
+        return None
+    if suite.version != version or suite.suite != kept[0].get("suite"):
+        return None
+    planned: dict[str, set[str]] = defaultdict(set)
+    for point in suite.points():
+        planned[point.protocol].add(point.id)
+    done: dict[str, set[str]] = defaultdict(set)
+    for rec in kept:
+        if rec.get("point_id") in planned.get(rec.get("protocol"), ()):
+            done[rec["protocol"]].add(rec["point_id"])
+    total, run = sum(map(len, planned.values())), sum(map(len, done.values()))
+    parts = [f"{proto.replace('_', ' ')} {len(done[proto])} of {len(planned[proto])}" for proto in ordered(planned)]
+    return f"- Points run: {run} of the suite's {total} ({'; '.join(parts)})"
+
+
 def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
           problems: list[str]) -> tuple[str, bytes | None]:
     kept, version, older, superseded = select_current(records)
@@ -161,6 +189,9 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     budgets = sorted({b for b in (num(r.get("budget_epochs")) for r in kept) if b is not None})
     if budgets:
         lines.append(f"- Training budget per run (epochs): {', '.join(sig(b, trim=True) for b in budgets)}")
+    covered = coverage_line(kept, version, smoke)
+    if covered:
+        lines.append(covered)
     dense_text = DASH if dense is None else fmt_stat(dense, acc2)
     n_dense = "" if dense is None or dense.half is None else f" (n={dense.n} seeds)"
     lines += [f"- **Dense baseline {metric}: {dense_text}**{n_dense}", ""]
