@@ -108,6 +108,7 @@ class SNNModel(HardwareModel):
         if stats is None:
             return figs
         from prunebench.tasks.classification.snn import (
+            LEVEL_CAP,
             lif_modules,
             membrane_levels_problems,
         )
@@ -121,9 +122,14 @@ class SNNModel(HardwareModel):
         T = stats.time_steps
         neurons = mem_bits = spikes = steps = 0
         widest = 0
+        claims = []  # a layer credited with a narrow membrane must have held no more levels than that
         for name, act in stats.neurons.items():
             lif = lifs.get(name)
             bits = int(lif.mem_bits) if lif is not None and lif.quantized else FP32
+            if bits < FP32 and (act.levels is None or len(act.levels) > 2**bits):
+                held = f"more than {LEVEL_CAP} distinct values" if act.levels is None else \
+                    f"{len(act.levels)} distinct values"
+                claims.append(f"{name}: a {bits}-bit membrane (at most {2**bits} levels) held {held}")
             widest = max(widest, bits)
             neurons += act.neurons
             mem_bits += act.neurons * bits
@@ -132,6 +138,8 @@ class SNNModel(HardwareModel):
             figs[f"layer.{name}.spike_rate"] = act.spike_rate
             figs[f"layer.{name}.membrane_levels"] = act.level_count
             figs[f"layer.{name}.membrane_bits"] = bits
+        if claims:
+            raise VerificationError("membrane potential off its claimed grid:\n  " + "\n  ".join(claims))
         figs["time_steps"] = T
         figs["neurons"] = neurons
         figs["membrane_bits_max"] = widest

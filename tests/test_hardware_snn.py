@@ -82,6 +82,16 @@ def test_membrane_target_is_checked():
         SNNModel(SNNConfig(membrane_bits=2)).score(art, model=model)
 
 
+def test_a_claimed_membrane_width_is_checked_without_a_suite_target():
+    model, art = _evaluated(quantize_lif1=True)
+    levels = len(model.snn_stats().neurons["lif1"].levels)
+    assert 4 < levels <= 16  # the recorded states sit on the 4-bit grid, and use more than 4 of its levels
+    SNNModel().score(art, model=model)  # the claim holds
+    model.lif1.mem_bits.fill_(2)  # claims 2 bits (4 levels) for what held more: credited 16x, refused
+    with pytest.raises(VerificationError, match=f"lif1: a 2-bit membrane \\(at most 4 levels\\) held {levels} distinct"):
+        SNNModel().score(art, model=model)
+
+
 def test_without_a_spiking_model_activity_is_not_modelled():
     _, art = _evaluated()
     figs = SNNModel().score(art)
