@@ -17,6 +17,16 @@ def make_dist(root: Path, name: str, entry_points: dict[str, dict[str, str]], ve
     return info
 
 
+#: the task block of the tests' tiny suites: LeNet-5 on synthetic images (256 train, 128 test)
+SYNTHETIC_TASK = """\
+task:
+  name: classification
+  model: lenet5
+  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
+  batch_size: 64
+"""
+
+
 @pytest.fixture
 def fake_dists(tmp_path, monkeypatch):
     """Factory adding fake distributions to sys.path for this test only."""

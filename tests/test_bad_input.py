@@ -20,14 +20,12 @@ import pytest
 
 from prunebench.suite import Suite, SuiteError, load_suite
 
+from conftest import SYNTHETIC_TASK
+
 BASE = textwrap.dedent("""\
     suite: bad-input
     version: 1
-    task:
-      name: classification
-      model: lenet5
-      data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
-      batch_size: 64
+    """) + SYNTHETIC_TASK + textwrap.dedent("""\
     dense: {epochs: 1, optimizer: {lr: 0.05}}
     budget: {epochs: 0.25}
     seeds: [0]

@@ -15,6 +15,8 @@ from prunebench.results import ResultStore
 from prunebench.runner import RunContext, fixed_threads, get_task, run_point
 from prunebench.suite import RunPoint, SuiteError, load_suite
 
+from conftest import SYNTHETIC_TASK
+
 # a magnitude run that also reports the first weights it was handed
 SPY = '''
 from prunebench.methods.magnitude import MagnitudePruning
@@ -30,12 +32,7 @@ class Spy(MagnitudePruning):
 SUITE = """
 suite: scratch-test
 version: 1
-task:
-  name: classification
-  model: lenet5
-  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
-  batch_size: 64
-dense: {epochs: 2, optimizer: {lr: 0.05}}
+""" + SYNTHETIC_TASK + """dense: {epochs: 2, optimizer: {lr: 0.05}}
 budget: {epochs: 1, optimizer: {lr: 0.01}}
 methods: [spy, gmp]
 start: {scratch: [spy, gmp], dense: [spy]}

@@ -17,15 +17,12 @@ from prunebench.testing import HarnessRefusesLiars
 from prunebench.testing_liars import LIARS
 from prunebench.verify import VerificationError
 
+from conftest import SYNTHETIC_TASK
+
 SUITE = """
 suite: liars-test
 version: 1
-task:
-  name: classification
-  model: lenet5
-  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
-  batch_size: 64
-dense: {epochs: 1}
+""" + SYNTHETIC_TASK + """dense: {epochs: 1}
 budget: {epochs: 1}
 quantization: {bits: 4}
 layers: {exclude: [fc3]}

@@ -22,6 +22,8 @@ from prunebench.target import Structure, Target
 from prunebench.testing import tiny_dense
 from prunebench.verify import VerificationError, verify
 
+from conftest import SYNTHETIC_TASK
+
 
 # ------------------------------------------------------------------ the Target
 def test_target_rate_of_macs():
@@ -197,12 +199,7 @@ def test_equal_accuracy_searches_a_macs_rate():
 _SUITE = """\
 suite: macs-check
 version: 1
-task:
-  name: classification
-  model: lenet5
-  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
-  batch_size: 64
-dense: {epochs: 1, optimizer: {lr: 0.05}}
+""" + SYNTHETIC_TASK + """dense: {epochs: 1, optimizer: {lr: 0.05}}
 budget: {epochs: 1, optimizer: {lr: 0.01}}
 seeds: [0]
 hardware: [storage, compute]

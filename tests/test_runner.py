@@ -8,6 +8,8 @@ from prunebench.runner import RunContext, Unsupported, run_point
 from prunebench.suite import RunPoint, load_suite
 from prunebench.verify import VerificationError
 
+from conftest import SYNTHETIC_TASK
+
 LIAR = '''
 import torch
 from prunebench import Method
@@ -29,12 +31,7 @@ class HalfHearted(Method):
 SUITE = """
 suite: runner-test
 version: 1
-task:
-  name: classification
-  model: lenet5
-  data: {name: synthetic, synthetic_train: 256, synthetic_test: 128}
-  batch_size: 64
-dense: {epochs: 1}
+""" + SYNTHETIC_TASK + """dense: {epochs: 1}
 budget: {epochs: 0.5}
 quantization: {bits: 4}
 methods: [magnitude]
