@@ -104,6 +104,19 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_cost(args) -> int:
+    from .report.cost import cost_table
+    from .results import ResultStore
+
+    records = [r for r in ResultStore(args.results).records() if not args.suite or r.get("suite") in args.suite]
+    if not records:
+        print(f"error: no records in {args.results}" + (f" for {', '.join(args.suite)}" if args.suite else ""),
+              file=sys.stderr)
+        return 1
+    print(cost_table(records))
+    return 0
+
+
 def _cmd_migrate_store(args) -> int:
     from .results import ResultStore
 
@@ -170,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", help="the results store to copy from, e.g. runs/main/results")
     p.add_argument("--into", default="results", help="the store to append to (default: results)")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser("cost", help="compute hours per suite, protocol and budget, and the sittings they ran in")
+    p.add_argument("--results", default="results", help="the results store (default: results)")
+    p.add_argument("--suite", action="append", default=[], help="only this suite (repeatable)")
+    p.set_defaults(func=_cmd_cost)
 
     p = sub.add_parser("migrate-store", help="convert a store's <suite>.jsonl files to one file per run point")
     p.add_argument("results", nargs="?", default="results", help="the results store (default: results)")
