@@ -11,6 +11,7 @@ third-party ones; nothing is registered by importing a module.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -57,13 +58,19 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return dist.metadata["Name"] or dist.name, dist.version
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 class Registry(Generic[T]):
     """Plugins of one entry-point group that must subclass ``base``."""
 
-    def __init__(self, group: str, base: type, kind: str):
+    def __init__(self, group: str, base: type, kind: str, *, variants: bool = False):
         self.group = group
         self.base = base
         self.kind = kind
+        #: whether ``name:label`` names the plugin ``name`` under a label of its own (a suite
+        #: may then list one plugin twice with different settings, e.g. an ablation)
+        self.variants = variants
         self._cache: dict[str, type] = {}
 
     def _entries(self) -> dict[str, tuple[metadata.EntryPoint, PluginInfo]]:
@@ -93,8 +100,21 @@ class Registry(Generic[T]):
     def info(self, name: str) -> PluginInfo:
         return self._lookup(name)[1]
 
+    def plugin_name(self, name: str) -> str:
+        """The registered name behind ``name``: ``magnitude`` for ``magnitude:long``
+        where variants are allowed (the label: letters, digits, ``_`` and ``-``)."""
+        if not self.variants or ":" not in name:
+            return name
+        plugin, label = name.split(":", 1)
+        if not plugin or not _LABEL.fullmatch(label):
+            raise UnknownPlugin(f"{self.kind} {name!r}: expected NAME or NAME:LABEL, the label made of "
+                                f"letters, digits, '_' or '-'")
+        return plugin
+
     def _lookup(self, name: str) -> tuple[metadata.EntryPoint, PluginInfo]:
         entries = self._entries()
+        if name not in entries and self.variants:
+            name = self.plugin_name(name)
         if name not in entries:
             installed = sorted(entries)
             close = difflib.get_close_matches(name, installed, n=1)
@@ -132,7 +152,7 @@ GROUPS = {
     "prunebench.protocols": "protocol",
 }
 
-methods: Registry[Method] = Registry("prunebench.methods", Method, "method")
+methods: Registry[Method] = Registry("prunebench.methods", Method, "method", variants=True)
 hardware_models: Registry[HardwareModel] = Registry("prunebench.hardware", HardwareModel, "hardware model")
 tasks: Registry[Task] = Registry("prunebench.tasks", Task, "task")
 protocols: Registry[Protocol] = Registry("prunebench.protocols", Protocol, "protocol")
