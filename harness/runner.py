@@ -586,18 +586,25 @@ def run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         return _run_point(suite, point, ctx)
 
 
-def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
+def unsupported(suite: Suite, point: RunPoint) -> str | None:
+    """Why the point's method cannot run it (a structure or target quantity it
+    does not declare), or None; such a point is skipped, never run."""
     method_cls = registry.methods.get(point.method)  # unknown name: the registry's error
     structure = Structure.parse(point.structure)
     if structure.kind not in method_cls.structures:
-        raise Unsupported(
-            f"method {point.method!r} does not produce {structure} structure "
-            f"(it declares: {', '.join(method_cls.structures)})"
-        )
+        return (f"method {point.method!r} does not produce {structure} structure "
+                f"(it declares: {', '.join(method_cls.structures)})")
     quantity = suite.protocol(point.protocol).rate_of
     if quantity not in rates_of(method_cls):
-        raise Unsupported(f"method {point.method!r} does not meet {quantity} targets "
-                          f"(it declares: {', '.join(rates_of(method_cls))})")
+        return (f"method {point.method!r} does not meet {quantity} targets "
+                f"(it declares: {', '.join(rates_of(method_cls))})")
+    return None
+
+
+def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
+    why = unsupported(suite, point)
+    if why:
+        raise Unsupported(why)
     _check_start(suite, point)
     task = get_task(suite, ctx)
     start = time.perf_counter()

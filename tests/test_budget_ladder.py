@@ -95,3 +95,17 @@ def test_the_page_says_how_much_of_the_suite_has_run(tmp_path, isolated_cache, m
     assert "- Points run: 1 of the suite's 3 (equal compression 1 of 2; equal accuracy 0 of 1)" in page
     (tmp_path / "rungs.yaml").write_text((tmp_path / "rungs.yaml").read_text().replace("version: 1", "version: 2"))
     assert "Points run" not in render(store.records())["ladder-test.md"]  # the file moved on: no claim
+
+
+def test_points_a_method_cannot_run_are_not_owed(tmp_path, monkeypatch):
+    from prunebench.report.pages import coverage_line
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "skip.yaml").write_text(SUITE.format(budgets="[1]").replace("methods: [magnitude]",
+                                                                          "methods: [magnitude, tp_l1]"))
+    done = {"suite": "ladder-test", "suite_file": "skip.yaml", "protocol": "equal_compression",
+            "point_id": "magnitude-unstructured-8x-b1-s0"}
+    # tp_l1 prunes whole channels only: its unstructured point is skipped, not counted as missing
+    assert coverage_line([done], 1, False) == ("- Points run: 1 of the suite's 1 (equal compression 1 of 1; "
+                                               "1 more skipped: their method cannot produce them)")
+    assert coverage_line([done], 2, False) is None  # the records are of another version than the file

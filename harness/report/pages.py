@@ -160,16 +160,23 @@ def coverage_line(kept: Sequence[Mapping], version: Any, smoke: bool) -> str | N
         return None
     if suite.version != version or suite.suite != kept[0].get("suite"):
         return None
+    from prunebench.runner import unsupported
+
     planned: dict[str, set[str]] = defaultdict(set)
+    skipped = 0
     for point in suite.points():
-        planned[point.protocol].add(point.id)
+        if unsupported(suite, point):  # a method that cannot produce the point is skipped, not owed
+            skipped += 1
+        else:
+            planned[point.protocol].add(point.id)
     done: dict[str, set[str]] = defaultdict(set)
     for rec in kept:
         if rec.get("point_id") in planned.get(rec.get("protocol"), ()):
             done[rec["protocol"]].add(rec["point_id"])
     total, run = sum(map(len, planned.values())), sum(map(len, done.values()))
     parts = [f"{proto.replace('_', ' ')} {len(done[proto])} of {len(planned[proto])}" for proto in ordered(planned)]
-    return f"- Points run: {run} of the suite's {total} ({'; '.join(parts)})"
+    unrunnable = f"; {skipped} more skipped: their method cannot produce them" if skipped else ""
+    return f"- Points run: {run} of the suite's {total} ({'; '.join(parts)}{unrunnable})"
 
 
 def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
