@@ -302,11 +302,11 @@ def _find_nan(value: Any, key: str) -> str | None:
     return None
 
 
-def _check_distinct(values, key: str, what: str) -> None:
+def _check_distinct(values, key: str, what: str, show=repr) -> None:
     """Refuse two equal items of a list: they would make one run point twice."""
     for i, v in enumerate(values):
         if v in values[:i]:
-            raise ConfigError(f"{key}[{i}]", f"expected distinct {what}, got {v!r} twice")
+            raise ConfigError(f"{key}[{i}]", f"expected distinct {what}, got {show(v)} twice")
 
 
 def _parse_suite(data: Any, file: str) -> Suite:
@@ -326,9 +326,7 @@ def _parse_suite(data: Any, file: str) -> Suite:
         raise ConfigError("task.name", f"expected a task name string, got {_got(task)}")
     suite = parse(Suite, data)
     suite = replace(suite, protocols=_parse_protocols(suite.protocols))
-    for i, b in enumerate(suite.budgets or ()):
-        if b in (suite.budgets or ())[:i]:
-            raise ConfigError(f"budgets[{i}]", f"expected distinct budgets, got {b:g} twice")
+    _check_distinct(list(suite.budgets or ()), "budgets", "budgets", show="{:g}".format)
     for name, spec in suite.protocols.items():  # a protocol may run some rungs of the ladder only
         rungs = getattr(spec, "budgets", None)
         if rungs is None:
@@ -340,8 +338,7 @@ def _parse_suite(data: Any, file: str) -> Suite:
             if b not in suite.budgets:
                 raise ConfigError(f"protocols.{name}.budgets[{i}]", f"expected one of the suite's budgets "
                                                                     f"{list(suite.budgets)}, got {b:g}")
-            if b in rungs[:i]:
-                raise ConfigError(f"protocols.{name}.budgets[{i}]", f"expected distinct budgets, got {b:g} twice")
+        _check_distinct(list(rungs), f"protocols.{name}.budgets", "budgets", show="{:g}".format)
     # every plugin named must exist and accept its settings
     _check_plugin("task.name", lambda: registry.tasks.get(suite.task_name))
     task_config = suite.task_config()
