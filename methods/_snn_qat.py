@@ -10,6 +10,9 @@
   quantizer without knowing the model.  A non-spiking model has none; the
   methods then compress its weights only.
 - :func:`set_membrane`: write a LIF's membrane quantizer buffers.
+- :func:`magnitude_start`: the start mint and snn_state_qat share (global
+  magnitude masks at the target's rate, the weight and membrane bits, the LIFs
+  the target layers feed).
 
 Weight levels: uniform, ``sign(w) * clamp(round(|w| / s), 1, n) * s`` with
 n = 2^(b-1) - 1 (the harness's uniform scheme: zero is reserved for pruned
@@ -19,14 +22,48 @@ weights, so a kept weight never rounds to zero).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from prunebench import Callback
+from prunebench.projections import magnitude_masks
 from prunebench.quant import best_uniform_scale, uniform_levels_per_side
 from prunebench.tasks.classification.snn import LIF
 from torch import nn
 
-__all__ = ["ShadowQuantizer", "lif_after", "set_membrane", "uniform_q", "weight_scales"]
+__all__ = ["MagnitudeStart", "ShadowQuantizer", "lif_after", "magnitude_start", "membrane_bits_of",
+           "set_membrane", "uniform_q", "weight_scales"]
+
+
+def membrane_bits_of(target, configured: int | None) -> int:
+    """The target's membrane bits, else the configured ones, else the weight bits."""
+    if getattr(target, "membrane_bits", None) is not None:
+        return int(target.membrane_bits)
+    if configured is not None:
+        return int(configured)
+    return int(target.quantization.bits)
+
+
+@dataclass
+class MagnitudeStart:
+    params: dict[str, nn.Parameter]
+    weights: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    weight_bits: int
+    membrane_bits: int
+    lifs: dict[str, tuple[str, nn.Module]]
+
+
+def magnitude_start(model: nn.Module, target, configured_membrane_bits: int | None) -> MagnitudeStart:
+    """Unstructured global magnitude masks at the target's rate, and the bits and
+    LIF neurons a quantizing SNN method then works with."""
+    modules = dict(model.named_modules())
+    params = {n: modules[n].weight for n in target.layers}
+    weights = {n: p.detach() for n, p in params.items()}
+    keep = target.keep_budget({n: w.numel() for n, w in weights.items()})
+    masks = magnitude_masks(weights, "unstructured", keep, allocation="global")
+    return MagnitudeStart(params, weights, masks, int(target.quantization.bits),
+                          membrane_bits_of(target, configured_membrane_bits), lif_after(model, target.layers))
 
 
 def lif_after(model: nn.Module, layers) -> dict[str, tuple[str, nn.Module]]:

@@ -32,9 +32,8 @@ from typing import Annotated
 
 from prunebench import Method
 from prunebench.config import Between, Validated
-from prunebench.projections import magnitude_masks
 
-from ._snn_qat import ShadowQuantizer, lif_after, set_membrane, weight_scales
+from ._snn_qat import ShadowQuantizer, magnitude_start, membrane_bits_of, set_membrane, weight_scales
 
 __all__ = ["MINT", "MINTConfig", "membrane_bits_of"]
 
@@ -42,15 +41,6 @@ __all__ = ["MINT", "MINTConfig", "membrane_bits_of"]
 @dataclass(frozen=True)
 class MINTConfig(Validated):
     membrane_bits: Annotated[int, Between(2, 16)] | None = None
-
-
-def membrane_bits_of(target, configured: int | None) -> int:
-    """The target's membrane bits, else the configured ones, else the weight bits."""
-    if getattr(target, "membrane_bits", None) is not None:
-        return int(target.membrane_bits)
-    if configured is not None:
-        return int(configured)
-    return int(target.quantization.bits)
 
 
 class MINT(Method):
@@ -61,15 +51,9 @@ class MINT(Method):
     quantization_schemes = ("uniform",)
 
     def compress(self, model, target, trainer):
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
-        weights = {n: p.detach() for n, p in params.items()}
-        keep = target.keep_budget({n: w.numel() for n, w in weights.items()})
-        masks = magnitude_masks(weights, "unstructured", keep, allocation="global")
-        bits = target.quantization.bits
-        mbits = membrane_bits_of(target, self.config.membrane_bits)
-        scales = weight_scales(weights, masks, bits)
-        lifs = lif_after(model, target.layers)
+        start = magnitude_start(model, target, self.config.membrane_bits)
+        params, masks, bits, mbits, lifs = start.params, start.masks, start.weight_bits, start.membrane_bits, start.lifs
+        scales = weight_scales(start.weights, masks, bits)
         top = 2 ** (mbits - 1) - 1
         for name, (_, lif) in lifs.items():
             theta = float(lif.theta())

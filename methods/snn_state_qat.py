@@ -25,10 +25,8 @@ from typing import Annotated
 
 from prunebench import Method
 from prunebench.config import Between, Validated
-from prunebench.projections import magnitude_masks
 
-from ._snn_qat import ShadowQuantizer, lif_after, set_membrane, weight_scales
-from .mint import membrane_bits_of
+from ._snn_qat import ShadowQuantizer, magnitude_start, set_membrane, weight_scales
 
 __all__ = ["StatefulQAT", "StatefulQATConfig"]
 
@@ -46,18 +44,13 @@ class StatefulQAT(Method):
     quantization_schemes = ("uniform",)
 
     def compress(self, model, target, trainer):
-        modules = dict(model.named_modules())
-        params = {n: modules[n].weight for n in target.layers}
-        weights = {n: p.detach() for n, p in params.items()}
-        keep = target.keep_budget({n: w.numel() for n, w in weights.items()})
-        masks = magnitude_masks(weights, "unstructured", keep, allocation="global")
-        bits = target.quantization.bits
-        mbits = membrane_bits_of(target, self.config.membrane_bits)
-        lifs = lif_after(model, target.layers)
+        start = magnitude_start(model, target, self.config.membrane_bits)
+        mbits, lifs = start.membrane_bits, start.lifs
         for _, lif in lifs.values():
             theta = float(lif.theta())
             set_membrane(lif, mbits, theta / 2 ** (mbits - 2), offset=theta)
-        qat = ShadowQuantizer(params, masks, bits, weight_scales(weights, masks, bits))
+        qat = ShadowQuantizer(start.params, start.masks, start.weight_bits,
+                              weight_scales(start.weights, start.masks, start.weight_bits))
         if trainer.epochs_left > 0:
             trainer.fit(trainer.epochs_left, callbacks=[qat])
         qat.finish()

@@ -54,8 +54,7 @@ from prunebench.config import Between, PositiveFloat, Validated
 from prunebench.projections import magnitude_masks
 from torch import nn
 
-from ._snn_qat import ShadowQuantizer, lif_after, set_membrane, weight_scales
-from .mint import membrane_bits_of
+from ._snn_qat import ShadowQuantizer, lif_after, membrane_bits_of, set_membrane, weight_scales
 
 __all__ = ["SpQuant", "SpQuantConfig", "membrane_prior"]
 
