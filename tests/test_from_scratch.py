@@ -11,6 +11,7 @@ import torch
 from prunebench.baseline import dense_baseline
 from prunebench.protocols.equal_compression import EqualCompression
 from prunebench.records import RunRecord, key_of_identity, point_identity
+from prunebench.report.scratch import scratch_section
 from prunebench.results import ResultStore
 from prunebench.runner import RunContext, fixed_threads, get_task, run_point
 from prunebench.suite import RunPoint, SuiteError, load_suite
@@ -190,11 +191,22 @@ def test_tables_keep_the_starts_apart():
                      end_to_end_time_s=30.0) for s in range(2)]
     rows = EqualCompression.rows(records, "top1", "unstructured")
     assert sorted(r.method for r in rows) == ["gmp v1", "gmp v1 (from scratch)"]
-    page = "\n".join(EqualCompression.sections(records))
-    assert "From scratch and after training" in page
+    lines, png = scratch_section(records, "top1", 90.0, "t", "t")
+    page = "\n".join(lines)
+    assert "From scratch and after training" in page and "(t-scratch.png)" in page
+    assert png is not None and png.startswith(b"\x89PNG")
     cells = {line.split("|")[4].strip(): [c.strip() for c in line.split("|")[1:-1]]
              for line in page.splitlines() if "| gmp v1" in line}
     # start, epochs from init, budget, method wall, end to end
     assert cells["scratch"][3:8] == ["scratch", "12", "12", "10", "10"]
     assert cells["dense"][2:8] == ["gmp v1", "dense", "22", "12", "10", "30"]
-    assert EqualCompression.sections([_rec("gmp", None, 0, 80.0)]) == []  # no scratch record: no section
+    assert scratch_section([_rec("gmp", None, 0, 80.0)], "top1", 90.0, "t", "t") == ([], None)  # no scratch arm
+
+
+def test_scratch_section_keeps_budgets_apart():
+    # a budget ladder: the 24-epoch from-scratch arm is its own row, not averaged into the 12-epoch one
+    records = [_rec("gmp", "scratch", s, 80.0, epochs_from_init=12.0) for s in range(2)]
+    records += [_rec("gmp", "scratch", s, 88.0, epochs_from_init=24.0, budget_epochs=24.0) for s in range(2)]
+    lines, _ = scratch_section(records, "top1", 90.0, "t", "t")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if "| gmp v1" in line]
+    assert [(r[4], r[5], r[8].split(" ")[0]) for r in rows] == [("12", "12", "80.00"), ("24", "24", "88.00")]

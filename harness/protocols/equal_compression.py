@@ -199,47 +199,6 @@ class EqualCompression(Protocol):
         return rows
 
     @classmethod
-    def sections(cls, records: Sequence[Mapping]) -> list[str]:
-        """Where a suite trains from scratch: each arm's epochs since random
-        initialisation and its wall time beside its accuracy, so equal total
-        epochs and end-to-end time can be read off (the ClickTrain claim)."""
-        from prunebench.report.cells import structure_of, table
-
-        ec = [r for r in records if r.get("protocol") == cls.name and not is_error(r)]
-        if not any(start_of(r) != "dense" for r in ec):
-            return []
-        metric = str(ec[0].get("primary_metric") or "top1")
-        groups: dict[tuple, list[Mapping]] = defaultdict(list)
-        for rec in ec:
-            rate = num(dig(rec, "target", "rate"))
-            groups[(structure_of(rec), rate if rate is not None else math.inf, start_of(rec),
-                    labelled(method_label(rec), rec), quant_label(rec))].append(rec)
-        rows = []
-        for (structure, rate, start, method, quant), recs in sorted(groups.items()):
-            value = over_seeds(recs, lambda r: num(dig(r, "metrics", metric)))
-            delta = over_seeds(recs, lambda r: None if num(r.get("accuracy_drop")) is None else -num(r["accuracy_drop"]))
-            cells = [structure, DASH if rate == math.inf else f"{sig(rate, trim=True)}×" + (f" + {quant}" if quant else ""),
-                     method, start]
-            for key in ("epochs_from_init", "budget_epochs", "method_wall_time_s", "end_to_end_time_s"):
-                mean = mean_of(recs, lambda r, k=key: num(r.get(k)))
-                cells.append(DASH if mean is None else sig(mean, trim=True))
-            cells += [sd_cell(value, acc2), sd_cell(delta, signed2, acc2), str(len(recs))]
-            rows.append(cells)
-        header = ["Structure", "Target", "Method", "Start", "Epochs from init", "Budget (epochs)", "Method wall (s)",
-                  "End to end (s)", f"{metric} (mean ± SD)", "Δ vs dense (pts)", "Seeds"]
-        return [
-            "## From scratch and after training: total epochs and wall time",
-            "",
-            "Start `scratch`: the method trained a fresh initialisation (seeded like the dense model's) within its "
-            "budget; `dense`: it started from the trained dense model, whose epochs count in *Epochs from init* "
-            "and whose training time (as cached) counts in *End to end*. Accuracy drops are against the dense "
-            "model either way.",
-            "",
-            *table(header, "llllrrrrrrr", rows),
-            "",
-        ]
-
-    @classmethod
     def cell_target(cls, record: Mapping) -> str:
         rate = num(dig(record, "target", "rate"))
         target = DASH if rate is None else f"{sig(rate, trim=True)}×"

@@ -55,6 +55,7 @@ from .cells import (
 from .plots import budget_png, pareto_png
 from .macs_curve import macs_section
 from .recall import recall_section
+from .scratch import scratch_section
 from .stats import Stat, mean_ci, stat_of
 
 __all__ = ["render", "write_leaderboards", "comparison_rows", "comparison_table", "GENERATED_MARKER",
@@ -265,8 +266,11 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     # suites whose rates are MACs reductions: accuracy against the counted reduction, per method
     macs_lines, macs_png = macs_section(kept, metric, None if dense is None else dense.mean, base,
                                         suite + (" (smoke)" if smoke else ""))
+    # suites with from-scratch arms: accuracy against epochs from init and end-to-end time
+    scratch_lines, scratch_png = scratch_section(kept, metric, None if dense is None else dense.mean, base,
+                                                 suite + (" (smoke)" if smoke else ""))
     footer_at = len(lines) - len(_footer(records))
-    lines[footer_at:footer_at] = budget_lines + recall_lines + macs_lines
+    lines[footer_at:footer_at] = scratch_lines + budget_lines + recall_lines + macs_lines
     extra = {f"{base}-pareto.png": png} if png is not None else {}
     if budget_png is not None:
         extra[f"{base}-budget.png"] = budget_png
@@ -274,6 +278,8 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
         extra[f"{base}-recall.png"] = recall_png
     if macs_png is not None:
         extra[f"{base}-macs.png"] = macs_png
+    if scratch_png is not None:
+        extra[f"{base}-scratch.png"] = scratch_png
     return "\n".join(lines) + "\n", extra
 
 
@@ -400,7 +406,7 @@ def stored_form(record: Any) -> dict:
 
 
 def _is_generated(path: Path) -> bool:
-    if path.name.endswith(("-pareto.png", "-budget.png", "-recall.png", "-macs.png")):
+    if path.name.endswith(("-pareto.png", "-budget.png", "-recall.png", "-macs.png", "-scratch.png")):
         return True
     if path.suffix != ".md":
         return False

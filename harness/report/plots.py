@@ -291,3 +291,50 @@ def macs_png(title: str, curves: Mapping[str, Mapping[str, Sequence[tuple]]], me
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
+
+
+def scratch_png(title: str, curves: Mapping[tuple, Mapping[str, Sequence[tuple]]], metric: str,
+                dense_mean: float | None) -> bytes | None:
+    """From scratch against after training (prunebench.report.scratch): one column per
+    (structure, target); top row against epochs since random initialisation, bottom row
+    against end-to-end wall time; one line per method and start through its budgets."""
+    if not curves:
+        return None
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = sorted(curves)
+    with matplotlib.style.context("default"):
+        cols = len(panels)
+        fig = Figure(figsize=(3.8 * cols + 2.6, 6.6), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(2, cols, squeeze=False)
+        for k, (structure, target) in enumerate(panels):
+            for row, (x_of, xlabel) in enumerate(((0, "epochs from random initialisation"),
+                                                  (1, "end-to-end wall time (s)"))):
+                ax = axes[row][k]
+                for method in sorted(curves[(structure, target)]):
+                    pts = sorted((p for p in curves[(structure, target)][method] if p[x_of] is not None),
+                                 key=lambda p: p[x_of])
+                    if not pts:
+                        continue
+                    scratch = "(from " in method
+                    ax.errorbar([p[x_of] for p in pts], [p[2].mean for p in pts], yerr=[p[2].half or 0.0 for p in pts],
+                                marker="o" if scratch else "s", markersize=5, linewidth=1, capsize=2,
+                                linestyle="--" if scratch else "-",
+                                color=method_colour(method), label=method)
+                if dense_mean is not None:
+                    ax.axhline(dense_mean, color="black", linestyle="--", linewidth=1)
+                ax.set_title(f"{structure} {target}", fontsize=9)
+                ax.set_xlabel(xlabel, fontsize=8)
+                ax.set_ylabel(f"{metric} (%)", fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.grid(True, linewidth=0.3)
+        _shared_legend(fig)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1 - 2.6 / (3.8 * cols + 2.6), 0.95 if title else 1))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
