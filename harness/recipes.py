@@ -48,16 +48,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .config import PositiveFloat, PositiveInt, Validated
+from .projections import Allocation
 from .quant import quantize_
 from .target import Quantization
 from .trainer import Callback, KeepMasked
 
 __all__ = [
+    "ADMMStagesConfig",
     "ADMMPenalty",
     "DualRule",
     "admm_convergence",
@@ -85,6 +89,26 @@ Projection = Callable[[Mapping[str, torch.Tensor]], dict]
 #: stages), ``keep`` leaves U as it is (prunebench <= admm v1; Y jumps by rho'/rho: for ablations)
 DualRule = Literal["rescale", "reset", "keep"]
 DUAL_RULES = ("rescale", "reset", "keep")
+
+
+@dataclass(frozen=True)
+class ADMMStagesConfig(Validated):
+    """The settings of :func:`run_admm_stages` and :func:`admm_convergence` that every
+    ADMM-stage method shares (``admm``, ``admm_memristor``, ``pattern``); a method's
+    config subclasses it and adds its own fields."""
+
+    #: initial penalty and its growth per stage (1.0 = fixed rho, as in the Caffe code)
+    rho: PositiveFloat = 1e-2
+    rho_multiplier: PositiveFloat = 10.0
+    stages: PositiveInt = 3
+    #: ADMM iterations (Z/U updates) per stage
+    iterations: PositiveInt = 2
+    #: the scaled dual U when rho grows (:data:`DualRule`)
+    dual_on_rho_change: DualRule = "rescale"
+    #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
+    primal_tol: PositiveFloat = 0.05
+    #: how the keep budget is spread over the layers (prunebench.projections)
+    allocation: Allocation = "global"
 
 
 # ---------------------------------------------------------------- small helpers

@@ -44,15 +44,16 @@ public :mod:`prunebench.recipes`, for other methods to build on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 
 from prunebench import KeepMasked, Method
-from prunebench.config import Gt, Le, NonNegativeFloat, PositiveFloat, PositiveInt, Validated
-from prunebench.projections import Allocation, project_masks
+from prunebench.config import Gt, Le, NonNegativeFloat, PositiveFloat, PositiveInt
+from prunebench.projections import project_masks
 from prunebench.recipes import (
     ADMMPenalty,
+    ADMMStagesConfig,
     admm_convergence,
     hard_prune_and_retrain,
     hard_prune_probe,
@@ -69,20 +70,10 @@ __all__ = ["ADMM", "ADMMConfig", "MemristorADMM", "MemristorConfig"]
 
 
 @dataclass(frozen=True)
-class ADMMConfig(Validated):
+class ADMMConfig(ADMMStagesConfig):
+    # rho, rho_multiplier, stages, iterations, dual_on_rho_change, primal_tol, allocation: ADMMStagesConfig
     prune: bool = True
     quantize: bool = True
-    #: initial penalty and its growth per stage (1.0 = fixed rho, as in the Caffe code)
-    rho: PositiveFloat = 1e-2
-    rho_multiplier: PositiveFloat = 10.0
-    stages: PositiveInt = 3
-    #: ADMM iterations (Z/U updates) per stage
-    iterations: PositiveInt = 2
-    #: the scaled dual U when rho grows: "rescale" keeps Y = rho U (Boyd et al. 2011, sec. 3.4.1),
-    #: "reset" restarts the stage at Z = Proj(W), U = 0 (the authors' PyTorch code), "keep" = version 1
-    dual_on_rho_change: Literal["rescale", "reset", "keep"] = "rescale"
-    #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
-    primal_tol: PositiveFloat = 0.05
     #: evaluate the hard projection of W after every ADMM iteration (accuracy per epoch, for studies)
     track_hard_prune: bool = False
     quant_rho: PositiveFloat = 1e-2
@@ -94,7 +85,6 @@ class ADMMConfig(Validated):
     prune_share: NonNegativeFloat = 0.5
     retrain_share: NonNegativeFloat = 0.2
     quant_share: NonNegativeFloat = 0.3
-    allocation: Allocation = "global"
 
     def __post_init__(self):
         super().__post_init__()

@@ -30,15 +30,16 @@ reordering, compact storage) gain is for the hardware models to score.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 
 from prunebench import Method
-from prunebench.config import Between, NonNegativeFloat, PositiveFloat, PositiveInt, Validated
-from prunebench.projections import PATTERN_LIMITS, Allocation, pattern_library_pdnn, project_masks
+from prunebench.config import Between, NonNegativeFloat
+from prunebench.projections import PATTERN_LIMITS, pattern_library_pdnn, project_masks
 from prunebench.recipes import (
     ADMMPenalty,
+    ADMMStagesConfig,
     admm_convergence,
     hard_prune_and_retrain,
     run_admm_stages,
@@ -54,23 +55,14 @@ _MAX_LIBRARY = PATTERN_LIMITS[4]
 
 
 @dataclass(frozen=True)
-class PatternConfig(Validated):
+class PatternConfig(ADMMStagesConfig):
+    # rho, rho_multiplier, stages, iterations, dual_on_rho_change, primal_tol, allocation: ADMMStagesConfig
     #: patterns in the shared library (PatDNN uses 6-12, 8 typical; the harness allows at most
     #: _MAX_LIBRARY distinct 4-of-9 patterns per layer)
     library_size: Annotated[int, Between(1, _MAX_LIBRARY)] = 8
-    rho: PositiveFloat = 1e-2
-    rho_multiplier: PositiveFloat = 10.0
-    stages: PositiveInt = 3
-    #: ADMM iterations (Z/U updates) per stage
-    iterations: PositiveInt = 2
-    #: the scaled dual U when rho grows (see ADMMConfig): rescale (Boyd et al. 2011, sec. 3.4.1), reset, keep (v1)
-    dual_on_rho_change: Literal["rescale", "reset", "keep"] = "rescale"
-    #: converged only if the final ||W - Z|| is at most this fraction of ||W|| (and did not rise over the last stage)
-    primal_tol: PositiveFloat = 0.05
     #: budget split between ADMM regularisation and masked retraining (normalised)
     admm_share: NonNegativeFloat = 0.7
     retrain_share: NonNegativeFloat = 0.3
-    allocation: Allocation = "global"
 
     def __post_init__(self):
         super().__post_init__()
