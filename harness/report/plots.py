@@ -206,6 +206,17 @@ def _shared_legend(fig) -> None:
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
 
 
+def _titled_png(fig, title: str, legend_share: float) -> bytes:
+    """A figure's shared legend on the right (``legend_share`` of its width), its title, as PNG bytes."""
+    _shared_legend(fig)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - legend_share, 0.95 if title else 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
 def recall_png(title: str, panels: Sequence[tuple[str, Sequence[tuple]]]) -> bytes | None:
     """Relative recall change against dense relative recall (prunebench.report.recall):
     one panel per (structure, target), per method its classes' points (x = dense
@@ -284,13 +295,7 @@ def macs_png(title: str, curves: Mapping[str, Mapping[str, Sequence[tuple]]], me
             ax.grid(True, linewidth=0.3)
         for k in range(len(structures), nrows * cols):
             axes[k // cols][k % cols].set_visible(False)
-        _shared_legend(fig)
-        if title:
-            fig.suptitle(title, fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 0.95 if title else 1))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+        return _titled_png(fig, title, 2.2 / (3.8 * cols + 2.4))
 
 
 def scratch_png(title: str, curves: Mapping[tuple, Mapping[str, Sequence[tuple]]], metric: str,
@@ -331,10 +336,4 @@ def scratch_png(title: str, curves: Mapping[tuple, Mapping[str, Sequence[tuple]]
                 ax.set_ylabel(f"{metric} (%)", fontsize=8)
                 ax.tick_params(labelsize=7)
                 ax.grid(True, linewidth=0.3)
-        _shared_legend(fig)
-        if title:
-            fig.suptitle(title, fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1 - 2.6 / (3.8 * cols + 2.6), 0.95 if title else 1))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+        return _titled_png(fig, title, 2.6 / (3.8 * cols + 2.6))

@@ -22,7 +22,7 @@ from .stats import mean_of, over_seeds, stat_of
 __all__ = ["scratch_arms", "scratch_section"]
 
 
-def scratch_arms(records: Sequence[Mapping], metric: str) -> dict[tuple, list[Mapping]]:
+def scratch_arms(records: Sequence[Mapping]) -> dict[tuple, list[Mapping]]:
     """(structure, rate, start, method label, quantization, budget) -> the seeds' records;
     empty unless some equal-compression record started from scratch."""
     ec = [r for r in records if r.get("protocol") == "equal_compression" and not is_error(r)]
@@ -40,7 +40,7 @@ def scratch_section(records: Sequence[Mapping], metric: str, dense_mean: float |
                     ) -> tuple[list[str], bytes | None]:
     """The page's section (a table and the plot) and the plot's PNG; nothing for suites
     without a from-scratch arm."""
-    arms = scratch_arms(records, metric)
+    arms = scratch_arms(records)
     if not arms:
         return [], None
     from .plots import scratch_png
