@@ -109,3 +109,32 @@ def test_points_a_method_cannot_run_are_not_owed(tmp_path, monkeypatch):
     assert coverage_line([done], 1, False) == ("- Points run: 1 of the suite's 1 (equal compression 1 of 1; "
                                                "1 more skipped: their method cannot produce them)")
     assert coverage_line([done], 2, False) is None  # the records are of another version than the file
+
+
+def _rec(seed, budget, top1, dense_top1):
+    return {"protocol": "equal_compression", "status": "passed", "structure": "unstructured", "seed": seed,
+            "method": {"name": "magnitude", "version": "2"}, "target": {"rate": 8.0, "structure": "unstructured"},
+            "budget_epochs": budget, "metrics": {"top1": top1}, "accuracy_drop": round(dense_top1 - top1, 4)}
+
+
+def test_reaching_dense_is_judged_per_seed_when_rungs_hold_different_seeds():
+    from prunebench.report.pages import _budget_section
+    from prunebench.report.stats import stat_of
+
+    # rung 1 has seeds 0-3, rung 3 only seeds 2-3, whose dense models are the weaker ones: their
+    # plain mean (88.5) is within 1 point of the all-seed dense mean (89.0) though each of them
+    # is 1.5 points below its own dense model
+    dense = {0: 90.0, 1: 90.0, 2: 88.0, 3: 88.0}
+    records = [_rec(s, 1.0, dense[s] - 3.0, dense[s]) for s in range(4)]
+    records += [_rec(s, 3.0, dense[s] - 1.5, dense[s]) for s in (2, 3)]
+    dense_stat = stat_of([{"v": v} for v in dense.values()], lambda r: r["v"])
+    lines, _ = _budget_section(records, "top1", dense_stat, "x")
+    row = next(line for line in lines if line.startswith("| unstructured"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-2] == "4 · 2"
+    assert cells[-1] == "> 3"
+    # and a rung whose own seeds are within a point counts
+    records += [_rec(s, 10.0, dense[s] - 0.5, dense[s]) for s in (0, 1)]
+    lines, _ = _budget_section(records, "top1", dense_stat, "x")
+    row = next(line for line in lines if line.startswith("| unstructured"))
+    assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["4 · 2 · 2", "10"]
