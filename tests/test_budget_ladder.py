@@ -138,3 +138,17 @@ def test_reaching_dense_is_judged_per_seed_when_rungs_hold_different_seeds():
     lines, _ = _budget_section(records, "top1", dense_stat, "x")
     row = next(line for line in lines if line.startswith("| unstructured"))
     assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["4 · 2 · 2", "10"]
+
+
+def test_the_budget_section_keeps_starts_apart():
+    from prunebench.report.pages import _budget_section
+
+    records = [_rec(s, 12.0, 90.0, 90.5) for s in range(2)]
+    records += [{**_rec(s, 12.0, 88.0, 90.5), "start": "scratch"} for s in range(2)]
+    records += [{**_rec(s, 24.0, 89.0, 90.5), "start": "scratch"} for s in range(2)]
+    lines, _ = _budget_section(records, "top1", None, "x")
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| unstructured")}
+    assert rows["magnitude v2"][-2:] == ["2 · 0", "12"]
+    assert rows["magnitude v2 (from scratch)"][-2:] == ["2 · 2", "> 24"]
+    assert rows["magnitude v2 (from scratch)"][3].startswith("88.00")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from prunebench import registry
-from prunebench.protocols.base import ordered
+from prunebench.protocols.base import labelled, ordered
 from prunebench.results import ResultStore, sanitize_name, write_atomic
 
 from .cells import (
@@ -302,7 +302,7 @@ def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None,
         return [], None
     groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
     for r in ec:  # one pass: a ladder suite holds hundreds of records
-        key = (structure_of(r), method_label(r), num(dig(r, "target", "rate")))
+        key = (structure_of(r), labelled(method_label(r), r), num(dig(r, "target", "rate")))
         groups[key][num(r.get("budget_epochs"))].append(r)
     cells: dict[tuple, dict[float, Stat]] = defaultdict(dict)
     drops: dict[tuple, dict[float, float]] = defaultdict(dict)
