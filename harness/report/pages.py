@@ -320,8 +320,9 @@ def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None,
               "Seeds per budget", f"Epochs to dense - {sig(BUDGET_DELTA_PTS, trim=True)} pt"]
     rows = []
     for (structure, method, rate), by_budget in cells.items():
-        hit = [b for b in budgets if drops[(structure, method, rate)].get(b, math.inf) <= BUDGET_DELTA_PTS]
-        reached = sig(hit[0], trim=True) if hit else f"> {sig(budgets[-1], trim=True)}"
+        row_drops = drops[(structure, method, rate)]
+        hit = [b for b in budgets if row_drops.get(b, math.inf) <= BUDGET_DELTA_PTS]
+        reached = DASH if not row_drops else sig(hit[0], trim=True) if hit else f"> {sig(budgets[-1], trim=True)}"
         seeds = " · ".join(str(len(groups[(structure, method, rate)].get(b, []))) for b in budgets)
         rows.append([structure, method, DASH if rate is None else f"{sig(rate, trim=True)}×",
                      *[fmt_stat(by_budget.get(b), acc2) for b in budgets], seeds, reached])
