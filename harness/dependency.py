@@ -62,6 +62,8 @@ class EffectiveCount:
     dead_units: dict[str, int] = field(default_factory=dict)
     #: weights zeroed by the dependency rules (not by the method)
     weights_removed: int = 0
+    #: output units of every layer whose units feed a consumer (the layers a unit can die in)
+    units: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -75,7 +77,7 @@ class EffectiveCount:
         return {"total_weights": self.total_weights, "nonzero_weights": self.nonzero_weights,
                 "effective_nonzero_weights": self.effective_nonzero_weights, "rate": self.rate,
                 "effective_rate": self.effective_rate, "dead_units": dict(sorted(self.dead_units.items())),
-                "weights_removed_by_dependency": self.weights_removed}
+                "weights_removed_by_dependency": self.weights_removed, "units": dict(sorted(self.units.items()))}
 
 
 def _is_in_handler(handler) -> bool:
@@ -169,7 +171,9 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
         if not changed:
             break
     _, effective = count_weights(eff, names)
-    count = EffectiveCount(total, nonzero, effective, {n: len(d) for n, d in dead.items() if d}, nonzero - effective)
+    units = {n: modules[n].weight.shape[0] for n in names if any(consumers for consumers, _ in plan[n])}
+    count = EffectiveCount(total, nonzero, effective, {n: len(d) for n, d in dead.items() if d}, nonzero - effective,
+                           units)
     return eff, count
 
 

@@ -26,6 +26,9 @@ def test_a_zero_filter_removes_the_next_layers_channel_and_the_fc_columns():
     assert count.weights_removed == 49 * 25 + 500 * 16
     assert count.effective_nonzero_weights == nonzero - count.weights_removed
     assert count.dead_units == {"conv1": 1, "conv2": 1}
+    # the hidden layers' units, where a unit can die; fc2's rows are the model's outputs
+    assert count.units == {"conv1": 20, "conv2": 50, "fc1": 500}
+    assert count.as_dict()["units"] == {"conv1": 20, "conv2": 50, "fc1": 500}
     assert not eff.conv2.weight[:, 3].any() and not eff.fc1.weight[:, 7 * 16:8 * 16].any()
     assert eff.conv1.bias[3] == 0 and eff.conv2.bias[7] == 0  # the removed filters' constant output goes too
     assert model.conv2.weight[:, 3].any()  # the original is untouched

@@ -57,6 +57,7 @@ from .macs_curve import macs_section
 from .recall import recall_section
 from .scratch import scratch_section
 from .stats import Stat, mean_ci, mean_of, stat_of
+from .units import units_section
 
 __all__ = ["render", "write_leaderboards", "comparison_rows", "comparison_table", "GENERATED_MARKER",
            "select_current", "dense_stat", "stored_form"]
@@ -270,7 +271,9 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
     scratch_lines, scratch_png = scratch_section(kept, metric, None if dense is None else dense.mean, base,
                                                  suite + (" (smoke)" if smoke else ""))
     footer_at = len(lines) - len(_footer(records))
-    lines[footer_at:footer_at] = scratch_lines + budget_lines + recall_lines + macs_lines
+    # where an allocation left a hidden layer few units (the tables' rates do not show it)
+    units_lines = units_section(kept)
+    lines[footer_at:footer_at] = scratch_lines + budget_lines + units_lines + recall_lines + macs_lines
     extra = {f"{base}-pareto.png": png} if png is not None else {}
     if budget_png is not None:
         extra[f"{base}-budget.png"] = budget_png

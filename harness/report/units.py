@@ -1,0 +1,82 @@
+"""Live units per layer: where a method's allocation leaves a hidden layer narrow.
+
+Two methods can meet the same whole-model rate while one of them leaves a
+hidden layer a handful of units: its accuracy then says more about that
+bottleneck than about its importance criterion, and the tables' rates do not
+show it.  This section does.  For each structure, method (with the allocation
+its config names) and rate, it picks the hidden layer with the smallest mean
+fraction of live output units and gives its live units per budget.
+
+A layer's units: ``whole_model.units`` where the record has it (the layers
+whose units feed a consumer, so the only ones a unit can die in).  Older
+records give the live rows the storage model counted on the effective model
+(``compact_kept_rows``) plus the layer's ``whole_model.dead_units``; a layer
+with no dead unit is then simply left out (it is fully live).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+from prunebench.protocols.base import labelled
+
+from .cells import DASH, budgets_of, dig, is_error, method_label, num, sig, structure_of, table
+
+__all__ = ["live_units", "units_section"]
+
+
+def live_units(rec: Mapping) -> dict[str, tuple[int, int]]:
+    """layer -> (live units, units) for the record's hidden layers; {} when unknown."""
+    whole = rec.get("whole_model") or {}
+    dead = whole.get("dead_units") or {}
+    units = whole.get("units")
+    if isinstance(units, Mapping) and units:
+        return {layer: (int(n) - int(dead.get(layer, 0)), int(n)) for layer, n in units.items()}
+    storage = dig(rec, "hardware", "storage") or {}
+    out = {}
+    for layer, n_dead in dead.items():
+        kept = num(storage.get(f"layer.{layer}.compact_kept_rows"))
+        if kept is not None:
+            out[layer] = (int(kept), int(kept) + int(n_dead))
+    return out
+
+
+def units_section(records: Sequence[Mapping]) -> list[str]:
+    """The page's section; nothing when no equal-compression record lost a unit."""
+    ec = [r for r in records if r.get("protocol") == "equal_compression" and not is_error(r)]
+    groups: dict[tuple, list[tuple[Mapping, dict]]] = defaultdict(list)
+    for rec in ec:
+        rate = num(dig(rec, "target", "rate"))
+        allocation = dig(rec, "method", "config", "allocation")
+        key = (structure_of(rec), labelled(method_label(rec), rec), str(allocation) if allocation else DASH,
+               rate if rate is not None else math.inf)
+        groups[key].append((rec, live_units(rec)))
+    budgets = budgets_of(ec) or [None]
+    rows = []
+    for (structure, method, allocation, rate), recs in sorted(groups.items()):
+        if not any(live < n for _, units in recs for live, n in units.values()):
+            continue
+        fractions: dict[str, list[float]] = defaultdict(list)
+        for _, units in recs:
+            for layer, (live, n) in units.items():
+                fractions[layer].append(live / n)
+        layer = min(sorted(fractions), key=lambda name: sum(fractions[name]) / len(fractions[name]))
+        cells = []
+        for b in budgets:
+            mine = [u[layer] for r, u in recs if layer in u and (b is None or num(r.get("budget_epochs")) == b)]
+            cells.append(DASH if not mine else
+                         f"{sig(sum(live for live, _ in mine) / len(mine), trim=True)} of {mine[0][1]}")
+        rows.append([structure, method, allocation, DASH if rate == math.inf else f"{sig(rate, trim=True)}×",
+                     layer, *cells])
+    if not rows:
+        return []
+    header = ["Structure", "Method", "Allocation", "Rate", "Narrowest layer",
+              *(["Live units"] if budgets == [None] else [f"{sig(b, trim=True)} ep" for b in budgets])]
+    return ["## Narrowest hidden layer", "",
+            "Equal compression: the hidden layer with the smallest fraction of live output units (mean over "
+            "seeds; a unit is live if the effective model still computes and reads it), and its live units per "
+            "budget. Rows where every unit stays live are left out. A method whose allocation leaves a layer "
+            "a few units is ranked on that bottleneck as much as on its criterion: compare methods with the same "
+            "allocation.", ""] + table(header, "lllll" + "r" * len(budgets), rows) + [""]

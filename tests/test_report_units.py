@@ -1,0 +1,59 @@
+"""The page's "Narrowest hidden layer" section: which hidden layer a method's
+allocation leaves narrowest, with its live units per budget."""
+
+from prunebench.report.units import live_units, units_section
+
+
+def _rec(method, allocation, seed, budget, dead, *, units=None, kept_rows=None, rate=16.0, structure="filter"):
+    whole = {"dead_units": dead}
+    if units is not None:
+        whole["units"] = units
+    rec = {"protocol": "equal_compression", "status": "passed", "structure": structure, "seed": seed,
+           "method": {"name": method, "version": "2", "config": {"allocation": allocation}},
+           "target": {"rate": rate, "structure": structure}, "budget_epochs": budget,
+           "metrics": {"top1": 80.0}, "whole_model": whole}
+    if kept_rows is not None:  # records from before whole_model.units: the storage model's live rows
+        rec["hardware"] = {"storage": {f"layer.{k}.compact_kept_rows": v for k, v in kept_rows.items()}}
+    return rec
+
+
+UNITS = {"conv1": 20, "conv2": 50, "fc1": 500}
+
+
+def _rows(lines):
+    return {tuple(c.strip() for c in line.strip("|").split("|")[:4]): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| filter") or line.startswith("| unstructured")}
+
+
+def test_live_units_from_the_record_or_from_storage():
+    assert live_units(_rec("m", "global", 0, 1.0, {"fc1": 495}, units=UNITS)) == {
+        "conv1": (20, 20), "conv2": (50, 50), "fc1": (5, 500)}
+    # older records: live rows plus dead units, for the layers that lost some
+    old = _rec("m", "global", 0, 1.0, {"conv2": 6, "fc1": 495}, kept_rows={"conv1": 20, "conv2": 44, "fc1": 5, "fc2": 10})
+    assert live_units(old) == {"conv2": (44, 50), "fc1": (5, 500)}
+    assert live_units({"whole_model": None}) == {}
+
+
+def test_the_narrowest_layer_per_method_and_budget():
+    records = []
+    for seed in (0, 1):
+        # global: fc1 starved to 5 and 6 units (1.1%); conv2 loses a few (88%)
+        records.append(_rec("magnitude", "global", seed, 1.0, {"conv2": 6, "fc1": 495 - seed}, units=UNITS))
+        records.append(_rec("magnitude", "global", seed, 3.0, {"conv2": 6, "fc1": 495}, units=UNITS))
+        # uniform: conv1 keeps 2 of 20 (10%), fc1 65 of 500 (13%): conv1 is the narrowest
+        records.append(_rec("tp_l1", "uniform", seed, 1.0, {"conv1": 18, "conv2": 44, "fc1": 435}, units=UNITS))
+    records.append(_rec("magnitude", "global", 0, 1.0, {}, units=UNITS, rate=4.0))  # nothing died: no row
+    lines = units_section(records)
+    assert lines[0] == "## Narrowest hidden layer"
+    assert lines[4].split("|")[1:-1] and "1 ep" in lines[4] and "3 ep" in lines[4]
+    rows = _rows(lines)
+    assert rows[("filter", "magnitude v2", "global", "16×")][4:] == ["fc1", "5.5 of 500", "5 of 500"]
+    assert rows[("filter", "tp_l1 v2", "uniform", "16×")][4:] == ["conv1", "2 of 20", "—"]
+    assert not any(key[3] == "4×" for key in rows)
+
+
+def test_no_section_when_every_unit_is_live_or_unknown():
+    assert units_section([_rec("magnitude", "global", 0, 1.0, {}, units=UNITS)]) == []
+    assert units_section([_rec("magnitude", "global", 0, 1.0, {"fc1": 3})]) == []  # no unit counts at all
+    failed = {**_rec("magnitude", "global", 0, 1.0, {"fc1": 495}, units=UNITS), "status": "error"}
+    assert units_section([failed]) == []
