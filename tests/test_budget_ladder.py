@@ -138,6 +138,13 @@ def test_reaching_dense_is_judged_per_seed_when_rungs_hold_different_seeds():
     lines, _ = _budget_section(records, "top1", dense_stat, "x")
     row = next(line for line in lines if line.startswith("| unstructured"))
     assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["4 · 2 · 2", "10"]
+    # a row that has not run the top rung is judged on the rungs it ran, not on the ladder's top
+    records = [_rec(s, 1.0, dense[s] - 3.0, dense[s]) for s in range(4)]
+    records += [{**_rec(s, 10.0, dense[s] - 3.0, dense[s]), "target": {"rate": 16.0, "structure": "unstructured"}}
+                for s in range(2)]
+    lines, _ = _budget_section(records, "top1", dense_stat, "x")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| unstructured")]
+    assert [r[-2:] for r in rows] == [["4 · 0", "> 1"], ["0 · 2", "> 10"]]
 
 
 def test_the_budget_section_keeps_starts_apart():

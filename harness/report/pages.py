@@ -325,7 +325,9 @@ def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None,
     for (structure, method, rate), by_budget in cells.items():
         row_drops = drops[(structure, method, rate)]
         hit = [b for b in budgets if row_drops.get(b, math.inf) <= BUDGET_DELTA_PTS]
-        reached = DASH if not row_drops else sig(hit[0], trim=True) if hit else f"> {sig(budgets[-1], trim=True)}"
+        # "> B" names the largest rung this row has run, not the ladder's top: a row mid-ladder
+        # has not been shown to miss a rung it has not run
+        reached = DASH if not row_drops else sig(hit[0], trim=True) if hit else f"> {sig(max(row_drops), trim=True)}"
         seeds = " · ".join(str(len(groups[(structure, method, rate)].get(b, []))) for b in budgets)
         rows.append([structure, method, DASH if rate is None else f"{sig(rate, trim=True)}×",
                      *[fmt_stat(by_budget.get(b), acc2) for b in budgets], seeds, reached])
@@ -334,7 +336,8 @@ def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None,
              f"Equal compression, {metric} (mean ± 95% CI) per budget, over the seeds that budget has run "
              f"(*Seeds per budget*; a ladder fills its rungs seed by seed). The last column is the smallest budget "
              f"at which the mean drop, each seed against its own dense model, is at most "
-             f"{sig(BUDGET_DELTA_PTS, trim=True)} point (\"> B\": not within the ladder).", ""]
+             f"{sig(BUDGET_DELTA_PTS, trim=True)} point (\"> B\": not at any budget run so far, B the largest "
+             f"this row has run).", ""]
     if png is not None:
         lines += [f"![{metric} against training budget]({base}-budget.png)", ""]
     lines += table(header, "lll" + "r" * (len(budgets) + 2), rows) + [""]
