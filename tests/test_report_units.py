@@ -57,3 +57,19 @@ def test_no_section_when_every_unit_is_live_or_unknown():
     assert units_section([_rec("magnitude", "global", 0, 1.0, {"fc1": 3})]) == []  # no unit counts at all
     failed = {**_rec("magnitude", "global", 0, 1.0, {"fc1": 495}, units=UNITS), "status": "error"}
     assert units_section([failed]) == []
+
+
+def test_a_table_mixing_allocations_says_so_and_a_uniform_table_does_not():
+    from prunebench.report.units import allocation_note
+
+    def rec(name, allocation):
+        return {"protocol": "equal_compression", "status": "passed", "structure": "filter",
+                "method": {"name": name, "version": "1", "config": {"allocation": allocation}}}
+
+    mixed = [rec("magnitude", "global"), rec("slr", "global"), rec("tp_l1", "uniform")]
+    note = allocation_note(mixed)
+    assert len(note) == 2 and note[0].startswith("> Allocation differs")
+    assert "global: magnitude v1, slr v1; uniform: tp_l1 v1" in note[0]
+    assert allocation_note([rec("magnitude", "uniform"), rec("tp_l1", "uniform")]) == []
+    # a method whose config names no allocation does not make a table mixed
+    assert allocation_note([rec("magnitude", "global"), {**rec("pattern", None)}]) == []

@@ -24,7 +24,7 @@ from prunebench.protocols.base import labelled
 
 from .cells import DASH, budgets_of, dig, is_error, method_label, num, sig, structure_of, table
 
-__all__ = ["live_units", "units_section"]
+__all__ = ["allocation_note", "live_units", "units_section"]
 
 
 def live_units(rec: Mapping) -> dict[str, tuple[int, int]]:
@@ -80,3 +80,21 @@ def units_section(records: Sequence[Mapping]) -> list[str]:
             "budget. Rows where every unit stays live are left out. A method whose allocation leaves a layer "
             "a few units is ranked on that bottleneck as much as on its criterion: compare methods with the same "
             "allocation.", ""] + table(header, "lllll" + "r" * len(budgets), rows) + [""]
+
+
+def allocation_note(records: Sequence[Mapping]) -> list[str]:
+    """A note for a table whose methods allocate their budget differently (global
+    against uniform): part of a gap between them is the allocation, not the
+    criterion.  Nothing when all methods that name an allocation name the same one."""
+    by_allocation: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        allocation = dig(rec, "method", "config", "allocation")
+        if allocation and not is_error(rec):
+            by_allocation[str(allocation)].add(labelled(method_label(rec), rec))
+    if len(by_allocation) < 2:
+        return []
+    groups = "; ".join(f"{allocation}: {', '.join(sorted(methods))}"
+                       for allocation, methods in sorted(by_allocation.items()))
+    return [f"> Allocation differs between the methods of this table ({groups}). The same rate is met "
+            "with different per-layer rates: part of a gap between the groups is the allocation, not "
+            "the importance criterion (see *Narrowest hidden layer*).", ""]
