@@ -12,10 +12,25 @@ every consumer's input indices, batch norms included) and zeroes them in a
 copy of the model: the producer's row and bias, the consumers' columns and
 the batch-norm entries of the channel, repeated until nothing more dies.  A
 unit is removable only if some Conv/Linear consumes it (a classifier's rows
-are the model's outputs and stay as they are).  Zeroing a dead filter's bias
-changes the next layer's input by a constant; the effective model is
-evaluated, so the accuracy reported is the one of the model the structure
-describes, not of the one before.
+are the model's outputs and stay as they are).
+
+A filter whose weights are zero still emits a constant (its bias, through
+whatever follows it), and the model was trained with it.  Removing the filter
+keeps that function only if the constant moves into the consumers' biases, as
+anyone deploying the smaller model would do.  :func:`effective_model` does so
+where it is exact: the constant's contribution to each consumer is measured on
+two inputs (the task's example and a seeded random one) and folded into the
+consumer's bias when it is the same at every position and for both inputs
+(a Linear, an unpadded convolution).  Where it is not (a padded convolution
+sees the constant only inside its border, a bias-free consumer has nowhere to
+put it, a spiking layer turns it into spikes), the constant is dropped and
+the record counts it (``dropped_constants``).  Without the fold, methods that
+mask filters and fine-tune with their biases live (magnitude, gmp, slr, admm,
+random) were evaluated on a model they had not trained, while the methods
+that remove filters before fine-tuning (Torch-Pruning's) were not: on
+lenet5-fashion-mnist v2's filter points, 3 points of top1 for gmp and random
+on average, up to 15.6.  The effective model is evaluated, so the accuracy
+reported is the one of the model the structure describes.
 
 The counts cover every Conv2d/Linear weight of the model, whatever the suite
 selected as compressible: ``total_weights``, ``nonzero_weights`` (the
@@ -27,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -64,6 +80,10 @@ class EffectiveCount:
     weights_removed: int = 0
     #: output units of every layer whose units feed a consumer (the layers a unit can die in)
     units: dict[str, int] = field(default_factory=dict)
+    #: removed units per layer whose constant output was moved into the consumers' biases (exact)
+    folded_constants: dict[str, int] = field(default_factory=dict)
+    #: removed units per layer whose constant output could not be folded exactly and was dropped
+    dropped_constants: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -77,7 +97,9 @@ class EffectiveCount:
         return {"total_weights": self.total_weights, "nonzero_weights": self.nonzero_weights,
                 "effective_nonzero_weights": self.effective_nonzero_weights, "rate": self.rate,
                 "effective_rate": self.effective_rate, "dead_units": dict(sorted(self.dead_units.items())),
-                "weights_removed_by_dependency": self.weights_removed, "units": dict(sorted(self.units.items()))}
+                "weights_removed_by_dependency": self.weights_removed, "units": dict(sorted(self.units.items())),
+                "folded_constants": dict(sorted(self.folded_constants.items())),
+                "dropped_constants": dict(sorted(self.dropped_constants.items()))}
 
 
 def _is_in_handler(handler) -> bool:
@@ -140,17 +162,84 @@ def _plan(model: nn.Module, example_input: torch.Tensor) -> dict[str, list[tuple
     return plan
 
 
+def _call(model: nn.Module, example_input) -> None:
+    if isinstance(example_input, Mapping):
+        model(**example_input)
+    elif isinstance(example_input, (tuple, list)):
+        model(*example_input)
+    else:
+        model(example_input)
+
+
+def _probe_inputs(example_input) -> list:
+    """The task's example input and, for a plain tensor, a seeded random one: a constant
+    the fold may move must not depend on what the model is shown."""
+    if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
+        return [example_input]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(example_input.shape, generator=gen).to(example_input.device, example_input.dtype)
+    return [example_input, noise]
+
+
+def _consumer_inputs(model: nn.Module, names: set[str], probes: list) -> dict[str, list[torch.Tensor]] | None:
+    """Every input each named module receives while ``model`` runs on each probe; None
+    when the model cannot be run on the probes (the fold is then not attempted)."""
+    modules = dict(model.named_modules())
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = [modules[n].register_forward_pre_hook(
+        lambda _m, args, n=n: seen[n].append(args[0].detach().clone())) for n in names]
+    try:
+        with torch.no_grad():
+            for probe in probes:
+                _call(model, probe)
+    except Exception:  # a model the probes do not fit: drop constants as before, counted
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _constant_shift(module: nn.Module, inputs: list[torch.Tensor], idxs: list) -> torch.Tensor | None:
+    """What the inputs at ``idxs`` add to ``module``'s output, per output unit, if it is
+    the same at every position and for every input; else None."""
+    if getattr(module, "bias", None) is None or not inputs:
+        return None
+    outs = []
+    with torch.no_grad():
+        for x in inputs:
+            if x.dim() < 2 or not isinstance(module, (nn.Conv2d, nn.Linear)):
+                return None
+            part = torch.zeros_like(x)
+            part[:, idxs] = x[:, idxs]
+            outs.append((module(part) - module(torch.zeros_like(x))).transpose(0, 1).reshape(module.bias.shape[0], -1))
+    per_unit = torch.cat(outs, dim=1)
+    shift = per_unit.mean(dim=1)
+    scale = 1.0 + float(per_unit.abs().max())
+    if float((per_unit - shift[:, None]).abs().max()) > 1e-5 * scale:
+        return None
+    return shift
+
+
 def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds: int = 10
                     ) -> tuple[nn.Module, EffectiveCount]:
-    """A copy of ``model`` with the dependency-dead units zeroed, and the counts."""
+    """A copy of ``model`` with the dependency-dead units removed (zeroed), the constant
+    output of a zeroed filter folded into its consumers' biases where that is exact, and
+    the counts."""
     eff = copy.deepcopy(model).eval()
     names = weight_layers(eff)
     modules = dict(eff.named_modules())
     total, nonzero = count_weights(eff, names)
     plan = _plan(eff, example_input)
+    probes = _probe_inputs(example_input)
     dead: dict[str, set[int]] = {n: set() for n in names}
+    folded: dict[str, int] = defaultdict(int)
+    dropped: dict[str, int] = defaultdict(int)
+    captured: dict[str, list[torch.Tensor]] | None = None
+    consumers_of_any = {c for units in plan.values() for consumers, _ in units for c, _ in consumers}
     for _ in range(max_rounds):
         changed = False
+        captured = None  # the consumers' inputs, taken when first needed in a round
         for name in names:
             layer = modules[name]
             w = layer.weight.detach()
@@ -163,6 +252,19 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
                     continue
                 dead[name].add(unit)
                 changed = True
+                if bool(rows_zero[unit]):
+                    # a zeroed filter still emits a constant: move it into the consumers' biases
+                    if captured is None:
+                        captured = _consumer_inputs(eff, consumers_of_any, probes) or {}
+                    shifts = [_constant_shift(modules[c], captured.get(c, []), idxs) for c, idxs in consumers]
+                    if all(shift is not None for shift in shifts):
+                        with torch.no_grad():
+                            for (c, _), shift in zip(consumers, shifts):
+                                modules[c].bias += shift.to(modules[c].bias.dtype)
+                        folded[name] += 1
+                    elif any(shift is None or bool(shift.any()) for shift in shifts):
+                        dropped[name] += 1
+                        captured = None  # the model's function changed: inputs taken later are new
                 _zero_rows(layer, [unit])
                 for c, idxs in consumers:
                     _zero_columns(modules[c], idxs)
@@ -173,7 +275,7 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
     _, effective = count_weights(eff, names)
     units = {n: modules[n].weight.shape[0] for n in names if any(consumers for consumers, _ in plan[n])}
     count = EffectiveCount(total, nonzero, effective, {n: len(d) for n, d in dead.items() if d}, nonzero - effective,
-                           units)
+                           units, dict(folded), dict(dropped))
     return eff, count
 
 

@@ -68,3 +68,40 @@ def test_batch_norm_channels_of_removed_filters_are_zeroed():
     assert count.dead_units == {"0": 1}
     assert eff[1].weight[1] == 0 and eff[1].bias[1] == 0 and eff[1].bias[0] == 0.5
     assert not eff[3].weight[:, 1].any()
+    # the channel's constant (relu of the batch norm's shift) is now in the consumer's bias
+    assert count.folded_constants == {"0": 1}
+    images = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(eff(images), model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_a_removed_filters_constant_moves_into_the_consumers_bias_and_the_function_is_kept():
+    model, x = _lenet()
+    with torch.no_grad():
+        model.conv1.weight[3] = 0
+        model.conv2.weight[7] = 0
+        model.fc1.weight[11] = 0  # a hidden fc unit: relu(bias) reaches fc2
+        model.conv1.bias[3], model.conv2.bias[7], model.fc1.bias[11] = 0.7, -0.4, 0.9
+    eff, count = effective_model(model, x)
+    assert count.folded_constants == {"conv1": 1, "conv2": 1, "fc1": 1} and count.dropped_constants == {}
+    assert eff.conv1.bias[3] == 0 and eff.fc1.bias[11] == 0  # removed with their units...
+    images = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # ...and the model computes what it computed before
+        torch.testing.assert_close(eff(images), model(images), rtol=1e-5, atol=1e-5)
+    assert count.as_dict()["folded_constants"] == {"conv1": 1, "conv2": 1, "fc1": 1}
+
+
+def test_a_constant_a_padded_consumer_sees_only_inside_its_border_is_dropped_and_counted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[0].weight[1] = 0
+        model[0].bias[1] = 0.8
+    eff, count = effective_model(model, torch.zeros(1, 3, 8, 8))
+    assert count.dead_units == {"0": 1}
+    assert count.dropped_constants == {"0": 1} and count.folded_constants == {}
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():  # dropping it changes the function (the old rule, kept where no fold is exact)
+        assert not torch.allclose(eff(images), model(images), atol=1e-4)
+        model[0].bias[1] = 0
+        torch.testing.assert_close(eff(images), model(images))

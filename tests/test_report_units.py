@@ -73,3 +73,22 @@ def test_a_table_mixing_allocations_says_so_and_a_uniform_table_does_not():
     assert allocation_note([rec("magnitude", "uniform"), rec("tp_l1", "uniform")]) == []
     # a method whose config names no allocation does not make a table mixed
     assert allocation_note([rec("magnitude", "global"), {**rec("pattern", None)}]) == []
+
+
+def test_records_scored_before_the_constant_fold_are_flagged_with_their_measured_gap():
+    from prunebench.report.units import prefold_note
+
+    def rec(name, scored, nominal, folded=None):
+        whole = {"dead_units": {"conv1": 3}}
+        if folded is not None:
+            whole["folded_constants"] = folded
+        return {"protocol": "equal_compression", "status": "passed", "structure": "filter",
+                "method": {"name": name, "version": "1"}, "whole_model": whole,
+                "metrics": {"top1": scored}, "metrics_nominal": {"top1": nominal}}
+
+    old = [rec("gmp", 80.0, 84.0), rec("gmp", 82.0, 83.0), rec("tp_l1", 85.0, 85.0)]
+    note = prefold_note(old, "top1")
+    assert len(note) == 2 and note[0].startswith("> 2 records of this table were scored before")
+    assert "gmp v1: 2, mean +2.50, largest +4.00" in note[0] and "tp_l1" not in note[0]
+    # records made with the fold, and old ones whose removal changed nothing, are not flagged
+    assert prefold_note([rec("gmp", 84.0, 84.0, folded={"conv1": 3}), rec("tp_l1", 85.0, 85.0)], "top1") == []

@@ -171,6 +171,9 @@ def test_records_count_the_whole_model_and_credit_dependent_removals(suite, tmp_
     assert whole["weights_removed_by_dependency"] > 0 and whole["dead_units"]
     assert whole["effective_rate"] > whole["rate"]
     assert whole["effective_nonzero_weights"] == whole["nonzero_weights"] - whole["weights_removed_by_dependency"]
+    # every removed filter's constant output is accounted for: folded into its consumers, or dropped
+    assert sum(whole["folded_constants"].values()) + sum(whole["dropped_constants"].values()) > 0
+    assert set(whole["folded_constants"]) | set(whole["dropped_constants"]) <= set(whole["dead_units"])
     # storage scores the whole, effective model
     assert rec.hardware["storage"]["weights"] == whole["total_weights"]
 

@@ -24,7 +24,7 @@ from prunebench.protocols.base import labelled
 
 from .cells import DASH, budgets_of, dig, is_error, method_label, num, sig, structure_of, table
 
-__all__ = ["allocation_note", "live_units", "units_section"]
+__all__ = ["allocation_note", "live_units", "prefold_note", "units_section"]
 
 
 def live_units(rec: Mapping) -> dict[str, tuple[int, int]]:
@@ -98,3 +98,36 @@ def allocation_note(records: Sequence[Mapping]) -> list[str]:
     return [f"> Allocation differs between the methods of this table ({groups}). The same rate is met "
             "with different per-layer rates: part of a gap between the groups is the allocation, not "
             "the importance criterion (see *Narrowest hidden layer*).", ""]
+
+
+def _prefold_gap(rec: Mapping, metric: str) -> float | None:
+    """Points the record's trained model (removed filters' constants kept) scored above its
+    effective model, for a record scored before the constant fold; None otherwise."""
+    whole = rec.get("whole_model")
+    if not isinstance(whole, Mapping) or "folded_constants" in whole or not whole.get("dead_units"):
+        return None
+    scored, nominal = num(dig(rec, "metrics", metric)), num(dig(rec, "metrics_nominal", metric))
+    if scored is None or nominal is None or nominal == scored:
+        return None
+    return nominal - scored
+
+
+def prefold_note(records: Sequence[Mapping], metric: str) -> list[str]:
+    """A note for a table holding records scored before removed filters' constants were
+    folded into their consumers (prunebench.dependency): their effective model was not
+    the one the method fine-tuned.  Measured on the records themselves (their nominal
+    metric against the scored one); nothing when no record is affected."""
+    gaps: dict[str, list[float]] = defaultdict(list)
+    for rec in records:
+        gap = None if is_error(rec) else _prefold_gap(rec, metric)
+        if gap is not None:
+            gaps[labelled(method_label(rec), rec)].append(gap)
+    if not gaps:
+        return []
+    n = sum(len(v) for v in gaps.values())
+    per_method = "; ".join(f"{m}: {len(v)}, mean {sum(v) / len(v):+.2f}, largest {max(v, key=abs):+.2f}"
+                           for m, v in sorted(gaps.items()))
+    return [f"> {n} record{'s' if n != 1 else ''} of this table {'were' if n != 1 else 'was'} scored before "
+            "removed units' constant outputs were folded into the next layer's bias: their effective model "
+            "dropped constants the method had fine-tuned with. The trained model with the constants kept "
+            f"against the score shown ({metric}, points): {per_method}. They stand until re-run.", ""]
