@@ -37,6 +37,9 @@ def pytest_addoption(parser):
                     help="use each suite's smoke settings (tiny data and budgets)")
     group.addoption("--seeds", dest="pb_seeds", default=None, metavar="LIST",
                     help="comma-separated seeds overriding the suites' seeds, e.g. 0,1,2")
+    group.addoption("--budgets", dest="pb_budgets", default=None, metavar="LIST",
+                    help="comma-separated training budgets (epochs) to run, e.g. 1,3: the rungs of a "
+                         "suite's budget ladder, or a suite's single budget; other points are deselected")
     group.addoption("--device", dest="pb_device", default="cpu", help="torch device (default: cpu)")
     group.addoption("--data-root", dest="pb_data_root", default=None,
                     help="directory searched first for datasets and weights")
@@ -92,6 +95,36 @@ def _seeds(config) -> list[int] | None:
     return seeds
 
 
+def _budgets(config) -> list[float] | None:
+    text = config.getoption("pb_budgets")
+    if text is None:
+        return None
+    expected = "--budgets: expected comma-separated positive numbers of epochs, e.g. 1,3"
+    try:
+        budgets = [float(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise pytest.UsageError(f"{expected}, got {text!r}") from None
+    if not budgets or not all(0 < b < float("inf") for b in budgets):
+        raise pytest.UsageError(f"{expected}, got {text!r}")
+    return budgets
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """--budgets: keep the points of the listed rungs (``-k b1`` would also match b10)."""
+    budgets = _budgets(config)
+    if budgets is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        if isinstance(item, SuiteItem) and item.suite.budget_epochs(item.point) not in budgets:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def device_problem(device: str) -> str | None:
     """What is wrong with ``--device`` on this machine (None: usable). Checked
     once, before any compute, instead of failing every point after training."""
@@ -124,6 +157,7 @@ def pytest_configure(config):
         if name in methods[:i]:
             raise pytest.UsageError(f"--method: expected each method once, got {name!r} twice")
     _seeds(config)
+    _budgets(config)
     for opt, flag, least in (("pb_threads", "--threads", 1), ("pb_search_workers", "--search-workers", 1),
                              ("pb_workers", "--workers", 1), ("pb_time_min", "--slurm-time-min", 1),
                              ("pb_cpus", "--cpus-per-point", 1), ("pb_gpus", "--gpus-per-point", 0)):

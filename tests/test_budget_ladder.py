@@ -159,3 +159,22 @@ def test_the_budget_section_keeps_starts_apart():
     assert rows["magnitude v2"][-2:] == ["2 · 0", "12"]
     assert rows["magnitude v2 (from scratch)"][-2:] == ["2 · 2", "> 24"]
     assert rows["magnitude v2 (from scratch)"][3].startswith("88.00")
+
+
+def test_budgets_option_selects_rungs_and_b1_does_not_take_b10(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "ladder.yaml").write_text(SUITE.format(budgets="[1, 3, 10]"))
+
+    def collected(*args):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "suites", "--collect-only", "-q", "-p",
+                               "no:cacheprovider", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line]
+
+    assert collected("--budgets", "1") == ["magnitude-unstructured-8x-b1-s0"]
+    assert collected("--budgets", "3,10") == ["magnitude-unstructured-8x-b3-s0", "magnitude-unstructured-8x-b10-s0"]
+    assert len(collected()) == 3
+    assert collected("-k", "b1-s") == ["magnitude-unstructured-8x-b1-s0"]  # the ids end a rung with "-s"
