@@ -51,6 +51,7 @@ class PointJob:
     cache_dir: str | None = None
     search_workers: int = 1
     isolation: str = "auto"
+    models: str = "off"
     budget: float | None = None
     #: where the point's model starts (a scratch point is another point: it must not become a dense one)
     start: str = "dense"
@@ -68,7 +69,7 @@ class PointJob:
             device=self.device, data_root=self.data_root, progress=False, threads=self.threads,
             rerun=self.rerun, results=ResultStore(self.results) if self.results else None,
             search_workers=self.search_workers, isolation=self.isolation,
-            cache_dir=Path(self.cache_dir) if self.cache_dir else None,
+            cache_dir=Path(self.cache_dir) if self.cache_dir else None, models=self.models,
         )
         try:
             res = run_point(suite, point, ctx)

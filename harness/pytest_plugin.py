@@ -51,6 +51,10 @@ def pytest_addoption(parser):
     group.addoption("--rerun", action="store_true", dest="pb_rerun",
                     help="run every point again, even those whose passed or failed record is in the store "
                          "(default: reuse them; error records are always retried)")
+    group.addoption("--models", dest="pb_models", default="off", choices=("off", "keep", "reuse"),
+                    help="each method's output model: off (default: not kept), keep (kept in the cache, "
+                         "keyed by point), reuse (with --rerun: a kept model is scored again instead of "
+                         "training it again; a change to scoring then costs no training)")
     group.addoption("--executor", dest="pb_executor", default="local", choices=("local", "submitit", "slurm"),
                     help="where points run: local (this process, default), submitit (each point in its own "
                          "process on this machine) or slurm (one job array on a Slurm cluster)")
@@ -246,6 +250,7 @@ def _context(config):
             rerun=config.getoption("pb_rerun"),
             search_workers=config.getoption("pb_search_workers"),
             isolation=config.getoption("pb_isolation"),
+            models=config.getoption("pb_models"),
         )
     return config.stash[_CTX]
 
@@ -353,7 +358,7 @@ def _submit(config, executor, items, results: Path, threads: int) -> None:
                      results=str(results.resolve()), device=config.getoption("pb_device"),
                      data_root=config.getoption("pb_data_root"), threads=threads,
                      rerun=config.getoption("pb_rerun"), search_workers=config.getoption("pb_search_workers"),
-                     isolation=config.getoption("pb_isolation"))
+                     isolation=config.getoption("pb_isolation"), models=config.getoption("pb_models"))
             for i in items]
     handles = executor.submit(jobs)
     config.stash[_HANDLES] = config.stash.get(_HANDLES, []) + list(handles)

@@ -162,6 +162,10 @@ class RunRecord:
     #: method declared an input scale (prunebench.macs): dense_macs, compressed_macs,
     #: macs_reduction_x, input_scale, dense_input_shape, input_shape; None: not counted
     macs: dict | None = None
+    #: None: the method ran in this run.  Else the method's output was a kept model
+    #: (``--models reuse``), scored by this run: the run that trained it (git_commit,
+    #: git_dirty, created); method_wall_time_s and the counts are that run's
+    method_output_from: dict | None = None
     #: keys this schema does not know, kept as read
     extra: dict = field(default_factory=dict)
 
@@ -188,7 +192,7 @@ class RunRecord:
         for name in ("reference_method", "budget_steps", "steps_spent", "whole_model", "metrics_nominal",
                      "validation_metrics", "dense_epochs_trained",
                      "phases", "checkpoints", "start", "epochs_from_init", "method_wall_time_s",
-                     "dense_train_time_s", "end_to_end_time_s", "macs"):
+                     "dense_train_time_s", "end_to_end_time_s", "macs", "method_output_from"):
             if out[name] is None:
                 del out[name]  # newer fields: older records stay byte-identical
         if self.provenance is None:

@@ -66,6 +66,10 @@ class RunContext:
     search_workers: int = 1
     #: where a method runs: ``auto`` (third-party methods in their own process), ``process``, ``off``
     isolation: str = "auto"
+    #: the method's output model: ``off`` (not kept), ``keep`` (kept in the cache, keyed by the
+    #: point and rate), ``reuse`` (a kept one is scored instead of running the method again;
+    #: new ones are kept): a change to what scores a model then costs no retraining
+    models: str = "off"
     _tasks: dict = field(default_factory=dict)
     _dense: dict = field(default_factory=dict)
 
@@ -195,7 +199,48 @@ def isolated(method: str, isolation: str) -> bool:
     return isolation == "process"
 
 
-def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext) -> dict:
+MODEL_MODES = ("off", "keep", "reuse")
+
+
+def kept_model_path(ctx: RunContext, point_key: str | None, rate: float) -> Path | None:
+    """Where the method's output for ``point_key`` at ``rate`` is kept; None when not kept."""
+    if ctx.models not in MODEL_MODES:
+        raise ValueError(f"models: expected one of {', '.join(MODEL_MODES)}, got {ctx.models!r}")
+    if ctx.models == "off" or not point_key:
+        return None
+    from .baseline import default_cache_dir
+
+    return Path(ctx.cache_dir or default_cache_dir()) / "models" / f"{point_key}-{float(rate):.6g}.pt"
+
+
+def _keep_model(path: Path, run: "_MethodRun", method_wall_time_s: float) -> None:
+    """The method's output as the isolated path returns it, with the run that made it;
+    written to a temporary name and renamed (a killed run leaves no half file)."""
+    import os
+
+    env = environment_info()
+    payload = {**_method_payload(run), "method_wall_time_s": method_wall_time_s,
+               "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
+               "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _kept_model(path: Path, task: Task, point: RunPoint) -> tuple["_MethodRun", float | None, dict] | None:
+    """A kept output loaded into a model this process builds and checked as an isolated
+    method's is; None when nothing is kept there."""
+    if not path.is_file():
+        return None
+    out = torch.load(path, map_location="cpu", weights_only=True)
+    run = _method_run_from(out, task, point, "kept model")
+    made_by = {"git_commit": out.get("git_commit"), "git_dirty": out.get("git_dirty"), "created": out.get("created")}
+    return run, out.get("method_wall_time_s"), made_by
+
+
+def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext,
+                   model_key: str | None = None) -> dict:
     """Compress the dense model to ``rate``; return metrics, figures and checks.
 
     The method runs here or, isolated, in a spawned process that returns only
@@ -204,11 +249,11 @@ def _compress_once(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoi
     An input scale the method declares holds for everything after it and
     ends with this call, however it ends (prunebench.macs)."""
     with contextlib.ExitStack() as scaled:
-        return _compress_scaled(suite, task, dense, point, rate, ctx, scaled)
+        return _compress_scaled(suite, task, dense, point, rate, ctx, scaled, model_key)
 
 
 def _compress_scaled(suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, rate: float, ctx: RunContext,
-                     scaled: contextlib.ExitStack) -> dict:
+                     scaled: contextlib.ExitStack, model_key: str | None = None) -> dict:
     structure = Structure.parse(point.structure)
     quantity = suite.protocol(point.protocol).rate_of
     # resolved before the method runs: what scores the model is not the method's to choose
@@ -216,12 +261,20 @@ def _compress_scaled(suite: Suite, task: Task, dense: DenseBaseline, point: RunP
     hw_configs = {name: suite.hardware_config(name) for name in suite.hardware}
     quant = suite.quantization
     layers = suite.layers.select(task.compressible_layers(task.build_model()), structure.is_structured)
-    started = time.perf_counter()
-    if isolated(point.method, ctx.isolation):
-        run = _run_method_apart(suite, task, point, rate, ctx)
+    kept = kept_model_path(ctx, model_key, rate)
+    reused = _kept_model(kept, task, point) if kept is not None and ctx.models == "reuse" else None
+    output_from = None
+    if reused is not None:  # scored again, not trained again: the record says which run trained it
+        run, method_wall_time_s, output_from = reused
     else:
-        run = _run_method(suite, task, dense, point, rate, ctx)
-    method_wall_time_s = time.perf_counter() - started  # isolated: its process's start included
+        started = time.perf_counter()
+        if isolated(point.method, ctx.isolation):
+            run = _run_method_apart(suite, task, point, rate, ctx)
+        else:
+            run = _run_method(suite, task, dense, point, rate, ctx)
+        method_wall_time_s = time.perf_counter() - started  # isolated: its process's start included
+        if kept is not None:
+            _keep_model(kept, run, method_wall_time_s)
     guarded, quantizes = run.guarded, run.quantizes
     model, info = guarded.model, guarded.info
     # a declared input scale is checked, then evaluated and counted at (prunebench.macs)
@@ -307,7 +360,8 @@ def _compress_scaled(suite: Suite, task: Task, dense: DenseBaseline, point: RunP
         "checkpoints": run.checkpoints or None,
         "train_samples_seen": guarded.train_samples_seen,
         "method_info": _jsonable(info),
-        "method_wall_time_s": round(method_wall_time_s, 3),
+        "method_wall_time_s": None if method_wall_time_s is None else round(method_wall_time_s, 3),
+        "method_output_from": output_from,
     }
 
 
@@ -352,9 +406,6 @@ def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ct
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from .guard import Guarded
-    from .verify import nonfinite
-
     job = ProbeJob(suite_path=suite.path, smoke=suite.smoke_mode, point=point, rate=rate, device=ctx.device,
                    data_root=ctx.data_root, threads=ctx.threads,
                    cache_dir=str(ctx.cache_dir) if ctx.cache_dir else None)
@@ -368,17 +419,22 @@ def _run_method_apart(suite: Suite, task: Task, point: RunPoint, rate: float, ct
         # one line, so its own stderr just above stays in view
         raise RuntimeError(f"{point.method} (isolated in its own process) died without a result; "
                            f"its stderr is above") from None
+    return _method_run_from(out, task, point, "isolated")
+
+
+def _method_run_from(out: dict, task: Task, point: RunPoint, where: str) -> "_MethodRun":
+    """A method's output sent as plain data (an isolated process, a kept model), loaded
+    strictly into a model this process builds, and checked for non-finite numbers."""
+    from .guard import Guarded
+    from .verify import VerificationError, nonfinite
+
     model = task.build_model()
     try:
         model.load_state_dict(out["state"], strict=True)
     except RuntimeError as err:
-        from .verify import VerificationError
-
-        raise VerificationError(f"{point.method} (isolated) returned a model that is not the task's: {err}") from None
+        raise VerificationError(f"{point.method} ({where}) returned a model that is not the task's: {err}") from None
     bad = nonfinite(model)
     if bad:
-        from .verify import VerificationError
-
         raise VerificationError(f"{point.method} left non-finite numbers in the model: {'; '.join(bad)}")
     guarded = Guarded(model=model, info=out["info"], train_samples_seen=out["seen"],
                       train_samples_allowed=out["allowed"])
@@ -396,6 +452,11 @@ def _run_method_job(job: "ProbeJob") -> dict:
         task = get_task(suite, ctx)
         dense = _dense(suite, task, job.point.seed, ctx)
         run = _run_method(suite, task, dense, job.point, job.rate, ctx)
+    return _method_payload(run)
+
+
+def _method_payload(run: "_MethodRun") -> dict:
+    """A method's output as plain data: its model's state_dict, its info and the counts."""
     g = run.guarded
     return {"state": {k: v.detach().cpu() for k, v in g.model.state_dict().items()},
             "info": _jsonable(g.info), "seen": g.train_samples_seen, "allowed": g.train_samples_allowed,
@@ -409,11 +470,13 @@ class _Compressor:
     process loads the suite, its task and the cached dense model, so the
     results are those of the same rates run here)."""
 
-    def __init__(self, suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, ctx: RunContext):
+    def __init__(self, suite: Suite, task: Task, dense: DenseBaseline, point: RunPoint, ctx: RunContext,
+                 model_key: str | None = None):
         self.suite, self.task, self.dense, self.point, self.ctx = suite, task, dense, point, ctx
+        self.model_key = model_key  # the point's key: names its kept models (RunContext.models)
 
     def __call__(self, rate: float) -> dict:
-        return _compress_once(self.suite, self.task, self.dense, self.point, rate, self.ctx)
+        return _compress_once(self.suite, self.task, self.dense, self.point, rate, self.ctx, self.model_key)
 
     def dense_metrics(self, split: str) -> dict:
         """The dense model's metrics on ``split`` ("test": the cached figures)."""
@@ -432,7 +495,8 @@ class _Compressor:
 
         jobs = [ProbeJob(suite_path=self.suite.path, smoke=self.suite.smoke_mode, point=self.point, rate=rate,
                          device=self.ctx.device, data_root=self.ctx.data_root, threads=self.ctx.threads,
-                         cache_dir=str(self.ctx.cache_dir) if self.ctx.cache_dir else None) for rate in rates]
+                         cache_dir=str(self.ctx.cache_dir) if self.ctx.cache_dir else None,
+                         models=self.ctx.models, model_key=self.model_key) for rate in rates]
         # spawn: a forked child would inherit torch's thread pools and this process's locks
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             return list(pool.map(_run_probe, jobs))
@@ -450,6 +514,8 @@ class ProbeJob:
     data_root: str | None = None
     threads: int = 1
     cache_dir: str | None = None
+    models: str = "off"
+    model_key: str | None = None
 
 
 def _run_probe(job: ProbeJob) -> dict:
@@ -457,11 +523,11 @@ def _run_probe(job: ProbeJob) -> dict:
 
     suite = load_suite(job.suite_path, smoke=job.smoke)
     ctx = RunContext(device=job.device, data_root=job.data_root, progress=False, threads=job.threads,
-                     cache_dir=Path(job.cache_dir) if job.cache_dir else None)
+                     cache_dir=Path(job.cache_dir) if job.cache_dir else None, models=job.models)
     with fixed_threads(job.threads):
         task = get_task(suite, ctx)
         dense = _dense(suite, task, job.point.seed, ctx)  # from the cache the point filled
-        return _compress_once(suite, task, dense, job.point, job.rate, ctx)
+        return _compress_once(suite, task, dense, job.point, job.rate, ctx, job.model_key)
 
 
 def _standard_membrane(model, bits: int) -> None:
@@ -628,7 +694,8 @@ def _run_point(suite: Suite, point: RunPoint, ctx: RunContext) -> PointResult:
         record.dense_key = dense.key
         dense_value = dense.metrics[metric]
         protocol = suite.protocol(point.protocol)
-        record.update(protocol.run(point, _Compressor(suite, task, dense, point, ctx), dense_value, metric))
+        record.update(protocol.run(point, _Compressor(suite, task, dense, point, ctx, record.point_key), dense_value,
+                                   metric))
         record.accuracy_drop = dense_value - record.metrics[metric]
         _count_from_init(record, dense, point)
         unmet = protocol.unmet(point, record)
