@@ -203,12 +203,12 @@ def _consumer_inputs(model: nn.Module, names: set[str], probes: list) -> dict[st
 def _constant_shift(module: nn.Module, inputs: list[torch.Tensor], idxs: list) -> torch.Tensor | None:
     """What the inputs at ``idxs`` add to ``module``'s output, per output unit, if it is
     the same at every position and for every input; else None."""
-    if getattr(module, "bias", None) is None or not inputs:
+    if not isinstance(module, (nn.Conv2d, nn.Linear)) or module.bias is None or not inputs:
         return None
     outs = []
     with torch.no_grad():
         for x in inputs:
-            if x.dim() < 2 or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            if x.dim() < 2:
                 return None
             part = torch.zeros_like(x)
             part[:, idxs] = x[:, idxs]
@@ -235,11 +235,11 @@ def effective_model(model: nn.Module, example_input: torch.Tensor, *, max_rounds
     dead: dict[str, set[int]] = {n: set() for n in names}
     folded: dict[str, int] = defaultdict(int)
     dropped: dict[str, int] = defaultdict(int)
-    captured: dict[str, list[torch.Tensor]] | None = None
     consumers_of_any = {c for units in plan.values() for consumers, _ in units for c, _ in consumers}
     for _ in range(max_rounds):
         changed = False
-        captured = None  # the consumers' inputs, taken when first needed in a round
+        # the consumers' inputs, taken when first needed in a round
+        captured: dict[str, list[torch.Tensor]] | None = None
         for name in names:
             layer = modules[name]
             w = layer.weight.detach()
