@@ -299,7 +299,7 @@ BUDGET_DELTA_PTS = 1.0
 def _budget_section(records: Sequence[Mapping], metric: str, dense: Stat | None, base: str
                     ) -> tuple[list[str], bytes | None]:
     """Pages of suites with a budget ladder: accuracy against budget (a plot, one
-    panel per structure, one line per method and rate) and the smallest budget
+    panel per structure and rate, one line per method) and the smallest budget
     at which each method's mean comes within BUDGET_DELTA_PTS of the dense model."""
     ec = [r for r in records if r.get("protocol") == "equal_compression" and not is_error(r)]
     budgets = budgets_of(ec)

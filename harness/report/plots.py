@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import defaultdict
 from types import SimpleNamespace
 from typing import Mapping, Sequence
 
@@ -13,7 +14,7 @@ from prunebench.protocols.base import ordered
 from .cells import Row, acc2, headline_value, headlines
 from .stats import Stat, mean_of
 
-__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "protocol_style", "recall_png", "macs_png"]
+__all__ = ["method_colour", "focus_floor", "pareto_png", "budget_png", "budget_figure", "protocol_style", "recall_png", "macs_png"]
 
 
 def protocol_style(name: str):
@@ -27,12 +28,21 @@ def protocol_style(name: str):
         return SimpleNamespace(marker="D", filled=True, joined=False, title=name.replace("_", " "))
 
 
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+            "#6b6ecf", "#393b79", "#7b4173", "#8c6d31", "#637939", "#843c39", "#aec7e8", "#ff9896", "#98df8a",
+            "#c5b0d5", "#ffbb78")
 
 
-#: built-in methods keep these colours on every page; others get one from their name
-_METHOD_COLOURS = {"magnitude": "#1f77b4", "random": "#7f7f7f", "admm": "#d62728", "admm_memristor": "#8c564b",
-                   "slr": "#2ca02c", "autoprune": "#ff7f0e", "pattern": "#9467bd", "pe_ternary": "#e377c2"}
+#: each built-in method keeps its colour on every page, and no two share one; the ten
+#: that lenet5-fashion-mnist compares get the ten most distinct; black is the dense model's.
+#: Others: one from the name.
+_METHOD_COLOURS = {"magnitude": "#1f77b4", "random": "#7f7f7f", "admm": "#d62728", "slr": "#2ca02c",
+                   "gmp": "#ff7f0e", "tp_l1": "#bcbd22", "tp_taylor": "#17becf", "imp_lrr": "#9467bd",
+                   "obc": "#8c564b", "random_shuffled": "#e377c2",
+                   "autoprune": "#393b79", "admm_memristor": "#ff9896", "pattern": "#6b6ecf",
+                   "pe_ternary": "#7b4173", "clicktrain": "#8c6d31", "snn_state_qat": "#637939",
+                   "undecayed": "#843c39", "head_slim": "#aec7e8", "input_scaling": "#98df8a",
+                   "mint": "#c5b0d5", "spquant": "#ffbb78"}
 
 
 def method_colour(method_label: str) -> str:
@@ -148,51 +158,92 @@ def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None,
 
 
 def budget_png(cells: Mapping, budgets: Sequence[float], metric: str, dense: Stat | None) -> bytes | None:
-    """Accuracy against training budget: one panel per structure, one line per
-    method (its colour) and rate (line style), 95% CI bars, dense level dashed."""
+    """Accuracy against training budget, rendered (see :func:`budget_figure`)."""
+    fig = budget_figure(cells, budgets, metric, dense)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def budget_figure(cells: Mapping, budgets: Sequence[float], metric: str, dense: Stat | None):
+    """Accuracy against training budget: one panel per structure (row) and rate
+    (column), one line per method in its colour, 95% CI bars, dense level dashed.
+    Each panel's axis focuses on where its methods differ; a collapsed cell is drawn
+    at the bottom edge with its value beside it. ``cells`` maps (structure, method,
+    rate) to {budget: Stat}."""
     if not cells:
         return None
     import matplotlib.style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     structures = sorted({k[0] for k in cells})
-    rates = sorted({k[2] for k in cells if k[2] is not None})
-    styles = ["-", "--", ":", "-."]
+    rates = sorted({k[2] for k in cells}, key=lambda r: (r is not None, r or 0.0))
+    methods = sorted({k[1] for k in cells})
+    # variants of one method ("gmp v1", "gmp v1 (from scratch)") share its colour: a line style tells them apart
+    styles, per_colour = {}, defaultdict(int)
+    for m in methods:
+        styles[m] = ("-", "--", ":", "-.")[per_colour[method_colour(m)] % 4]
+        per_colour[method_colour(m)] += 1
     with matplotlib.style.context("default"):
-        cols = min(3, len(structures))
-        nrows = math.ceil(len(structures) / cols)
-        fig = Figure(figsize=(3.8 * cols + 2.4, 3.2 * nrows + 0.6), dpi=100)
+        nrows, cols = len(structures), len(rates)
+        fig = Figure(figsize=(3.0 * cols + 2.0, 2.7 * nrows + 0.4), dpi=100)
         FigureCanvasAgg(fig)
         axes = fig.subplots(nrows, cols, squeeze=False)
-        for k, structure in enumerate(structures):
-            ax = axes[k // cols][k % cols]
-            for (st, method, rate), by_budget in cells.items():
-                if st != structure or not by_budget:
+        any_below = False
+        for i, structure in enumerate(structures):
+            for j, rate in enumerate(rates):
+                ax = axes[i][j]
+                mine = {k[1]: v for k, v in cells.items() if k[0] == structure and k[2] == rate and v}
+                if not mine:
+                    ax.set_visible(False)
                     continue
-                xs = [b for b in budgets if b in by_budget]
-                ys = [by_budget[b].mean for b in xs]
-                es = [by_budget[b].half or 0.0 for b in xs]
-                style = styles[rates.index(rate) % len(styles)] if rate in rates else "-"
-                label = f"{method} {rate:g}×" if rate is not None else method
-                ax.errorbar([max(x, 1e-3) for x in xs], ys, yerr=es, linestyle=style, marker="o", markersize=4,
-                            color=method_colour(method), capsize=2, linewidth=1, label=label)
-            if dense is not None:
-                ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1)
-            if min(budgets) > 0:
-                ax.set_xscale("log")
-            ax.set_title(structure, fontsize=9)
-            ax.set_xlabel("training budget (epochs)", fontsize=8)
-            ax.set_ylabel(f"{metric} (%)", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, which="both", linewidth=0.3)
-        for k in range(len(structures), nrows * cols):
-            axes[k // cols][k % cols].set_visible(False)
-        _shared_legend(fig)
-        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.8 * cols + 2.4), 1))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+                means = [s.mean for by_b in mine.values() for s in by_b.values()]
+                floor = focus_floor(means, dense)
+                any_below = any_below or floor is not None
+                for method, by_budget in sorted(mine.items()):
+                    colour = method_colour(method)
+                    xs = [b for b in budgets if b in by_budget]
+                    pts = [(max(b, 1e-3), by_budget[b].mean, by_budget[b].half or 0.0) for b in xs]
+                    shown = [p for p in pts if floor is None or p[1] >= floor]
+                    if shown:
+                        ax.errorbar(*zip(*shown), linestyle=styles[method], marker="o", markersize=3.5, color=colour,
+                                    capsize=2, linewidth=1)
+                    for x, y, _ in pts:
+                        if floor is not None and y < floor:
+                            ax.plot([x], [floor], marker="v", color=colour, markersize=6, linestyle="none",
+                                    clip_on=False)
+                            ax.annotate(f"{y:.0f}", (x, floor), textcoords="offset points", xytext=(3, 3),
+                                        fontsize=6, color=colour)
+                if dense is not None:
+                    ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1)
+                if floor is not None:
+                    top = max(means + ([dense.mean] if dense is not None else []))
+                    ax.set_ylim(floor, top + 0.05 * (top - floor))
+                if min(budgets) > 0:
+                    ax.set_xscale("log")
+                ax.set_xticks(list(budgets), [f"{b:g}" for b in budgets])
+                ax.minorticks_off()
+                rate_text = "" if rate is None else f" · {rate:g}×"
+                ax.set_title(f"{structure}{rate_text}", fontsize=9)
+                if i == nrows - 1:
+                    ax.set_xlabel("training budget (epochs)", fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(f"{metric} (%)", fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.grid(True, linewidth=0.3)
+        handles = [Line2D([], [], color=method_colour(m), marker="o", linestyle=styles[m], markersize=4, label=m)
+                   for m in methods]
+        if dense is not None:
+            handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {acc2(dense.mean)}"))
+        if any_below:
+            handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+        fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 1.9 / (3.0 * cols + 2.0), 1))
+    return fig
 
 
 def _shared_legend(fig) -> None:
