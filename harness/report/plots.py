@@ -144,10 +144,7 @@ def pareto_png(title: str, rows: Sequence[Row], metric: str, dense: Stat | None,
         handles += [Line2D([], [], color="0.3", marker=styles[p].marker, mfc="0.3" if styles[p].filled else "none",
                            linestyle="-" if styles[p].joined else "none", label=styles[p].title.lower())
                     for p in protocols]
-        if dense is not None:
-            handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {acc2(dense.mean)}"))
-        if any_below:
-            handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+        handles += _reference_handles(dense, any_below)
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
         fig.suptitle(title, fontsize=10)
         fig.tight_layout(rect=(0, 0, 1 - 2.2 / (3.6 * cols + 2.4), 0.95))
@@ -237,13 +234,22 @@ def budget_figure(cells: Mapping, budgets: Sequence[float], metric: str, dense: 
                 ax.grid(True, linewidth=0.3)
         handles = [Line2D([], [], color=method_colour(m), marker="o", linestyle=styles[m], markersize=4, label=m)
                    for m in methods]
-        if dense is not None:
-            handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {acc2(dense.mean)}"))
-        if any_below:
-            handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+        handles += _reference_handles(dense, any_below)
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0, 1 - 1.9 / (3.0 * cols + 2.0), 1))
     return fig
+
+
+def _reference_handles(dense: Stat | None, any_below: bool) -> list:
+    """Legend entries for the dense level and, when a panel clipped a cell, the edge marker."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    if dense is not None:
+        handles.append(Line2D([], [], color="black", linestyle="--", label=f"dense {acc2(dense.mean)}"))
+    if any_below:
+        handles.append(Line2D([], [], color="0.3", marker="v", linestyle="none", label="below the axis (value)"))
+    return handles
 
 
 def _shared_legend(fig) -> None:
