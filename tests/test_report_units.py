@@ -92,3 +92,35 @@ def test_records_scored_before_the_constant_fold_are_flagged_with_their_measured
     assert "gmp v1: 2, mean +2.50, largest +4.00" in note[0] and "tp_l1" not in note[0]
     # records made with the fold, and old ones whose removal changed nothing, are not flagged
     assert prefold_note([rec("gmp", 84.0, 84.0, folded={"conv1": 3}), rec("tp_l1", 85.0, 85.0)], "top1") == []
+
+
+def _rated(method, seed, budget, rate, achieved, effective):
+    rec = _rec(method, "uniform", seed, budget, {}, units=UNITS, rate=rate, structure="unstructured")
+    rec["achieved_rate"] = achieved
+    rec["whole_model"]["effective_rate"] = effective
+    return rec
+
+
+def test_a_method_scored_far_from_its_target_rate_is_named_with_its_effective_rate():
+    from prunebench.report.units import effective_rate_note
+    records = [_rated("obc", 0, 1.0, 16.0, 16.0, 34.0), _rated("obc", 1, 3.0, 16.0, 16.0, 35.0),
+               _rated("obc", 0, 1.0, 4.0, 4.0, 4.1),  # within the ratio: not named
+               _rated("magnitude", 0, 1.0, 16.0, 16.4, 16.5),
+               _rated("shrunk", 0, 1.0, 16.0, 16.0, 12.0)]  # below: fewer weights removed than counted
+    note = effective_rate_note(records)
+    assert len(note) == 2 and note[0].startswith("> Scored at a whole-model rate far from its target")
+    assert "obc v2: 16× at 34.5×" in note[0] and "4× at" not in note[0]
+    assert "shrunk v2: 16× at 12.0×" in note[0]
+    assert "magnitude" not in note[0]
+
+
+def test_no_effective_rate_note_when_every_method_is_near_its_target_or_unknown():
+    from prunebench.report.units import effective_rate_note
+    assert effective_rate_note([_rated("gmp", 0, 1.0, 64.0, 64.6, 59.5)]) == []  # 0.92: within
+    unknown = _rated("obc", 0, 1.0, 16.0, 16.0, 34.0)
+    unknown["whole_model"]["effective_rate"] = None
+    assert effective_rate_note([unknown]) == []
+    failed = {**_rated("obc", 0, 1.0, 16.0, 16.0, 34.0), "status": "error"}
+    assert effective_rate_note([failed]) == []
+    other = {**_rated("obc", 0, 1.0, 16.0, 16.0, 34.0), "protocol": "equal_accuracy"}
+    assert effective_rate_note([other]) == []

@@ -57,7 +57,7 @@ from .macs_curve import macs_section
 from .recall import recall_section
 from .scratch import scratch_section
 from .stats import Stat, mean_ci, mean_of, stat_of
-from .units import allocation_note, prefold_note, units_section
+from .units import allocation_note, effective_rate_note, prefold_note, units_section
 
 __all__ = ["render", "write_leaderboards", "comparison_rows", "comparison_table", "GENERATED_MARKER",
            "select_current", "dense_stat", "stored_form"]
@@ -239,6 +239,7 @@ def _page(suite: str, records: Sequence[Mapping], smoke: bool, base: str,
         tables += [f"## {cls.title} · {struct}", ""]
         tables += cls.notes(recs)
         tables += allocation_note(recs)
+        tables += effective_rate_note(recs)
         tables += prefold_note(recs, metric)
         rows = cls.rows(recs, metric, struct)
         header, aligns = cls.table_header(recs, metric)

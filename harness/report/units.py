@@ -24,7 +24,10 @@ from prunebench.protocols.base import labelled
 
 from .cells import DASH, budgets_of, dig, is_error, method_label, num, sig, structure_of, table
 
-__all__ = ["allocation_note", "live_units", "prefold_note", "units_section"]
+__all__ = ["allocation_note", "effective_rate_note", "live_units", "prefold_note", "units_section"]
+
+#: a method scored at a whole-model rate this many times its target layers' rate (or 1/this) gets a note
+EFFECTIVE_RATE_RATIO = 1.25
 
 
 def live_units(rec: Mapping) -> dict[str, tuple[int, int]]:
@@ -131,3 +134,37 @@ def prefold_note(records: Sequence[Mapping], metric: str) -> list[str]:
             "removed units' constant outputs were folded into the next layer's bias: their effective model "
             "dropped constants the method had fine-tuned with. The trained model with the constants kept "
             f"against the score shown ({metric}, points): {per_method}. They stand until re-run.", ""]
+
+
+def effective_rate_note(records: Sequence[Mapping]) -> list[str]:
+    """A note for an equal-compression table where a method's whole-model (effective)
+    rate is far from the rate its target layers achieved: dead units took their
+    consumers' weights with them, so the method is compared while holding fewer
+    weights than the rate says (or more, below 1).  Per method and target rate,
+    means over all its records (every budget); nothing when no method is off."""
+    pairs: dict[tuple[str, float], list[tuple[float, float]]] = defaultdict(list)
+    for rec in records:
+        if rec.get("protocol") != "equal_compression" or is_error(rec):
+            continue
+        if str(dig(rec, "target", "rate_of") or "weights") != "weights":
+            continue
+        rate, achieved = num(dig(rec, "target", "rate")), num(rec.get("achieved_rate"))
+        effective = num(dig(rec, "whole_model", "effective_rate"))
+        if rate is None or achieved is None or effective is None or achieved <= 0:
+            continue
+        pairs[(labelled(method_label(rec), rec), rate)].append((achieved, effective))
+    off: dict[str, list[str]] = defaultdict(list)
+    for (method, rate), values in sorted(pairs.items()):
+        achieved = sum(a for a, _ in values) / len(values)
+        effective = sum(e for _, e in values) / len(values)
+        ratio = effective / achieved
+        if ratio >= EFFECTIVE_RATE_RATIO or ratio <= 1 / EFFECTIVE_RATE_RATIO:
+            off[method].append(f"{sig(rate, trim=True)}× at {sig(effective)}×")
+    if not off:
+        return []
+    listed = "; ".join(f"{method}: {', '.join(cells)}" for method, cells in sorted(off.items()))
+    return [f"> Scored at a whole-model rate far from its target (effective rate, mean over seeds and budgets): "
+            f"{listed}. Units left without inputs or readers are removed with the weights that feed and read "
+            "them, so these rows hold fewer weights than their target says (more, where the effective rate is "
+            "below it): read them against the *Effective* column and the Pareto plot (stored bits), not the "
+            "target alone.", ""]
