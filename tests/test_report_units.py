@@ -1,7 +1,7 @@
 """The page's "Narrowest hidden layer" section: which hidden layer a method's
 allocation leaves narrowest, with its live units per budget."""
 
-from prunebench.report.units import live_units, units_section
+from prunebench.report.units import effective_rate_note, live_units, units_section
 
 
 def _rec(method, allocation, seed, budget, dead, *, units=None, kept_rows=None, rate=16.0, structure="filter"):
@@ -102,7 +102,6 @@ def _rated(method, seed, budget, rate, achieved, effective):
 
 
 def test_a_method_scored_far_from_its_target_rate_is_named_with_its_effective_rate():
-    from prunebench.report.units import effective_rate_note
     records = [_rated("obc", 0, 1.0, 16.0, 16.0, 34.0), _rated("obc", 1, 3.0, 16.0, 16.0, 35.0),
                _rated("obc", 0, 1.0, 4.0, 4.0, 4.1),  # within the ratio: not named
                _rated("magnitude", 0, 1.0, 16.0, 16.4, 16.5),
@@ -115,7 +114,6 @@ def test_a_method_scored_far_from_its_target_rate_is_named_with_its_effective_ra
 
 
 def test_no_effective_rate_note_when_every_method_is_near_its_target_or_unknown():
-    from prunebench.report.units import effective_rate_note
     assert effective_rate_note([_rated("gmp", 0, 1.0, 64.0, 64.6, 59.5)]) == []  # 0.92: within
     unknown = _rated("obc", 0, 1.0, 16.0, 16.0, 34.0)
     unknown["whole_model"]["effective_rate"] = None

@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from prunebench.protocols.base import labelled
+from prunebench.protocols.base import labelled, rate_of_record
 
 from .cells import DASH, budgets_of, dig, is_error, method_label, num, sig, structure_of, table
 
@@ -146,7 +146,7 @@ def effective_rate_note(records: Sequence[Mapping]) -> list[str]:
     for rec in records:
         if rec.get("protocol") != "equal_compression" or is_error(rec):
             continue
-        if str(dig(rec, "target", "rate_of") or "weights") != "weights":
+        if rate_of_record(rec) != "weights":
             continue
         rate, achieved = num(dig(rec, "target", "rate")), num(rec.get("achieved_rate"))
         effective = num(dig(rec, "whole_model", "effective_rate"))
